@@ -1,0 +1,3 @@
+from homepanel.cli import main
+
+raise SystemExit(main())

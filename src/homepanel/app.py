@@ -1,0 +1,111 @@
+"""`create_app(settings)`: wiring only. Routers, error handlers, CORS and the lifespan.
+
+The lifespan opens what the routes use (the database, the JWT service, one client per upstream)
+and closes it in reverse order. In demo mode it first starts the simulated lab and points the
+ordinary clients at it: there is no second, fake code path.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from homepanel import __version__
+from homepanel.auth.router import router as auth_router
+from homepanel.core.auth import LoginLockout, TokenService, load_or_create_secret
+from homepanel.core.config import Settings
+from homepanel.core.errors import install_error_handlers
+from homepanel.core.ratelimit import RateLimiter
+from homepanel.health.router import router as health_router
+from homepanel.proxmox.client import ProxmoxClient
+from homepanel.proxmox.router import router as proxmox_router
+from homepanel.store.db import Database
+
+logger = logging.getLogger(__name__)
+
+Announce = Callable[[FastAPI], None]
+
+
+def create_app(settings: Settings, *, announce: Announce | None = None) -> FastAPI:
+    """The ASGI app for `settings`. `announce` runs once everything is open (the demo banner)."""
+    if settings.access_token is None:
+        raise ValueError("settings.access_token must be set before the app is created")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            await _open(app, stack)
+            if announce is not None:
+                announce(app)
+            logger.info("Home Panel %s started (%s)", __version__, app.state.settings.env)
+            yield
+            logger.info("Home Panel shutting down")
+
+    app = FastAPI(
+        title="Home Panel",
+        version=__version__,
+        description="One login and one API for a home lab's Proxmox, Frigate, MQTT, "
+        "automations and AI hub.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.started_at = time.monotonic()
+    app.state.trusted_networks = [
+        ipaddress.ip_network(network, strict=False) for network in settings.trusted_proxies
+    ]
+    app.state.rate_limiter = RateLimiter()
+    app.state.login_lockout = LoginLockout()
+    app.state.proxmox = {}
+
+    install_error_handlers(app, production=settings.is_production)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_credentials=True,
+        allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", "X-Requested-With", "Last-Event-ID"],
+        max_age=600,
+    )
+    app.include_router(health_router)
+    app.include_router(auth_router)
+    app.include_router(proxmox_router)
+    return app
+
+
+async def _open(app: FastAPI, stack: AsyncExitStack) -> None:
+    settings: Settings = app.state.settings
+    if settings.enable_mock_data:
+        from homepanel.simulator.lab import Lab  # demo wiring only: the app never needs it
+
+        lab = await stack.enter_async_context(Lab())
+        settings = settings.model_copy(update=lab.settings_update())
+        app.state.settings = settings
+        app.state.lab = lab
+
+    db = await Database.open(settings.database_path)
+    stack.push_async_callback(db.close)
+    app.state.db = db
+
+    secret = settings.jwt_secret
+    jwt_secret = (
+        secret.get_secret_value()
+        if secret is not None
+        else load_or_create_secret(settings.data_dir / "jwt_secret")
+    )
+    assert settings.access_token is not None
+    tokens = TokenService(
+        jwt_secret, settings.access_token.get_secret_value(), settings.jwt_ttl, db
+    )
+    await tokens.load_revoked()
+    app.state.tokens = tokens
+
+    for server in settings.proxmox_servers:
+        client = ProxmoxClient(server)
+        stack.push_async_callback(client.aclose)
+        app.state.proxmox[server.id] = client

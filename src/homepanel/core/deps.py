@@ -1,0 +1,24 @@
+"""FastAPI dependencies shared by every router: settings, the caller's IP, the login."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from homepanel.core.auth import Session, require_session
+from homepanel.core.config import Settings
+from homepanel.core.ratelimit import client_ip
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_client_ip(request: Request) -> str:
+    return client_ip(request, request.app.state.trusted_networks)
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+ClientIp = Annotated[str, Depends(get_client_ip)]
+SessionDep = Annotated[Session, Depends(require_session)]

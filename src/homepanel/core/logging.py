@@ -1,0 +1,103 @@
+"""Console and rotating-file logging in the spec's line format, with secrets redacted.
+
+Redaction happens in a handler filter, so it covers every logger (ours, uvicorn's access log,
+httpx2, tracebacks) without each call site having to remember it. Two nets: the known secret
+values from the configuration, and patterns for secrets we never saw (a browser's JWT, an
+`Authorization` header, URL userinfo, `token=` query strings).
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.config
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+LOG_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
+MASK = "***"
+
+_PATTERNS = [
+    # JWTs: three base64url parts, the first two starting with '{"' encoded.
+    (re.compile(r"eyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*"), MASK),
+    (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+"), rf"\1 {MASK}"),
+    (re.compile(r"(?i)(PVEAPIToken[= ])[^\s;'\"]+"), rf"\1{MASK}"),
+    (re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?)[^'\",}\n]+"), rf"\1{MASK}"),
+    (re.compile(r"(?i)(cookie['\"]?\s*[:=]\s*['\"]?)[^'\"}\n]+"), rf"\1{MASK}"),
+    (re.compile(r"(?i)([?&](?:token|jwt|password|secret|key)=)[^&\s\"]+"), rf"\1{MASK}"),
+    (re.compile(r"(?i)\b((?:password|passwd|secret)=)[^&\s]+"), rf"\1{MASK}"),
+    (re.compile(r'(?i)("(?:password|secret|token|jwt)"\s*:\s*")[^"]*'), rf"\1{MASK}"),
+    (re.compile(r"(://)[^/@\s:]+:[^/@\s]+@"), rf"\1{MASK}@"),
+]
+
+
+class _Redactor:
+    def __init__(self) -> None:
+        self.secrets: list[str] = []
+
+    def set_secrets(self, secrets: Iterable[str]) -> None:
+        # Longest first, so a token is masked whole before its secret half is looked for.
+        self.secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for secret in self.secrets:
+            if secret in text:
+                text = text.replace(secret, MASK)
+        for pattern, replacement in _PATTERNS:
+            text = pattern.sub(replacement, text)
+        return text
+
+
+redact = _Redactor()
+
+
+class RedactingFilter(logging.Filter):
+    """Formats the record's message once, redacted, so no handler can print the raw one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        record.msg = redact(message)
+        record.args = None
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        return True
+
+
+def setup_logging(level: str, log_dir: Path, secrets: Iterable[str] = ()) -> None:
+    """Console always, `log_dir/backend.log` rotated at 10 MB x 5, both redacted."""
+    redact.set_secrets(secrets)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    handler_common = {"formatter": "spec", "filters": ["redact"]}
+    logging.config.dictConfig(
+        {
+            "version": 1,
+            "disable_existing_loggers": False,
+            "filters": {"redact": {"()": RedactingFilter}},
+            "formatters": {"spec": {"format": LOG_FORMAT}},
+            "handlers": {
+                "console": {"class": "logging.StreamHandler", **handler_common},
+                "file": {
+                    "class": "logging.handlers.RotatingFileHandler",
+                    "filename": str(log_dir / "backend.log"),
+                    "maxBytes": 10 * 1024 * 1024,
+                    "backupCount": 5,
+                    "encoding": "utf-8",
+                    **handler_common,
+                },
+            },
+            "root": {"level": level, "handlers": ["console", "file"]},
+            "loggers": {
+                # uvicorn's loggers keep their own handlers unless told otherwise.
+                "uvicorn": {"handlers": [], "propagate": True},
+                "uvicorn.error": {"handlers": [], "propagate": True},
+                "uvicorn.access": {"handlers": [], "propagate": True},
+                # One line per upstream request is noise at INFO; our client logs failures.
+                "httpx2": {"level": "WARNING"},
+                "httpcore2": {"level": "WARNING"},
+                "aiosqlite": {"level": "WARNING"},
+                "asyncio": {"level": "WARNING"},
+            },
+        }
+    )

@@ -1,0 +1,184 @@
+"""Talks to one Proxmox VE host over its API, with an API token.
+
+Turns Proxmox's answers into ours: the `{"data": ...}` envelope unwrapped, the 500 "does not
+exist" into a 404, 401/403 into a 502 that tells the owner what the token lacks, a refused power
+action (500 "not running") into a 409 with Proxmox's own words.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+from pydantic import TypeAdapter, ValidationError
+
+from homepanel.core.config import ProxmoxServer
+from homepanel.core.errors import Conflict, NotFound, UpstreamError
+from homepanel.core.http import UpstreamClient, UpstreamResponse
+from homepanel.proxmox.schemas import (
+    GuestType,
+    PowerAction,
+    PveGuest,
+    PveNodeStatus,
+    PveTask,
+)
+
+TIMEOUT = 10.0
+# A guest or task that is not there: 500 "...conf' does not exist" for guests, 400 with
+# errors.upid "no such task" for tasks.
+_MISSING = re.compile(r"does not exist|no such task|unable to find configuration", re.IGNORECASE)
+_PERMISSION = re.compile(r"Permission check failed \((?P<path>[^,]+), (?P<privilege>[^)]+)\)")
+_NODE_STATUS = TypeAdapter(PveNodeStatus)
+_GUESTS = TypeAdapter(list[PveGuest])
+_GUEST = TypeAdapter(PveGuest)
+_TASK = TypeAdapter(PveTask)
+T = TypeVar("T")
+
+
+def _message(response: UpstreamResponse) -> str:
+    """Proxmox's error text: in the JSON body on PVE 8.3+, only in the reason phrase before."""
+    text = ""
+    if "json" in response.headers.get("content-type", ""):
+        try:
+            body = response.json()
+        except UpstreamError:
+            body = None
+        if isinstance(body, dict) and isinstance(body.get("message"), str):
+            text = body["message"]
+        if isinstance(body, dict) and isinstance(body.get("errors"), dict):
+            # Parameter errors: the reason says only "Parameter verification failed."
+            details = (f"{key}: {value}" for key, value in body["errors"].items())
+            text = f"{text or response.reason} ({'; '.join(details)})"
+    lines = (text or response.reason or "").strip().splitlines()
+    return lines[0][:300] if lines else f"HTTP {response.status_code}"
+
+
+class ProxmoxClient:
+    """One Proxmox host. All paths are relative to `/api2/json`."""
+
+    def __init__(self, server: ProxmoxServer) -> None:
+        self.server = server
+        self.label = f"Proxmox '{server.id}'"
+        headers = {}
+        if server.token is not None:
+            headers["Authorization"] = f"PVEAPIToken={server.token.get_secret_value()}"
+        self._http = UpstreamClient(
+            self.label,
+            f"{server.url}/api2/json",
+            timeout=TIMEOUT,
+            headers=headers,
+            verify=server.verify_ssl,
+        )
+        self._node_path = f"/nodes/{quote(server.node, safe='')}"
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # --- reads -----------------------------------------------------------------------------
+
+    async def node_status(self) -> PveNodeStatus:
+        return _parse(_NODE_STATUS, await self._get(f"{self._node_path}/status"), self.label)
+
+    async def guests(self) -> list[tuple[GuestType, PveGuest]]:
+        """qemu and lxc guests, merged and sorted by vmid (two calls, made in parallel)."""
+        qemu, lxc = await asyncio.gather(
+            self._get(f"{self._node_path}/qemu"), self._get(f"{self._node_path}/lxc")
+        )
+        merged: list[tuple[GuestType, PveGuest]] = [
+            *(("qemu", g) for g in _parse(_GUESTS, qemu, self.label)),
+            *(("lxc", g) for g in _parse(_GUESTS, lxc, self.label)),
+        ]
+        return sorted(merged, key=lambda item: item[1].vmid)
+
+    async def guest_type(self, vmid: int) -> GuestType:
+        """Which API a guest lives under: asking `/qemu/` about a container is a 500."""
+        for guest_type, guest in await self.guests():
+            if guest.vmid == vmid:
+                return guest_type
+        raise NotFound(f"No VM or container {vmid} on {self.label}", error_code="GUEST_NOT_FOUND")
+
+    async def guest_status(self, vmid: int) -> tuple[GuestType, PveGuest]:
+        guest_type = await self.guest_type(vmid)
+        data = await self._get(f"{self._node_path}/{guest_type}/{vmid}/status/current")
+        return guest_type, _parse(_GUEST, data, self.label)
+
+    async def task(self, upid: str) -> PveTask:
+        data = await self._get(f"{self._node_path}/tasks/{quote(upid, safe='')}/status")
+        return _parse(_TASK, data, self.label)
+
+    # --- actions ---------------------------------------------------------------------------
+
+    async def power(self, vmid: int, action: PowerAction) -> str:
+        """Start, stop, shut down or reboot a guest; returns the task's UPID."""
+        guest_type = await self.guest_type(vmid)
+        path = f"{self._node_path}/{guest_type}/{vmid}/status/{action.proxmox_command}"
+        response = await self._http.request("POST", path)
+        if response.status_code == 500 and not _MISSING.search(_message(response)):
+            # "CT 105 already running", "VM 999 not running": the request was fine, the
+            # guest's state refused it.
+            raise Conflict(
+                f"{self.label} refused to {action.value} {vmid}: {_message(response)}",
+                error_code="ACTION_REFUSED",
+            )
+        upid = self._unwrap(response, privilege="VM.PowerMgmt")
+        if not isinstance(upid, str) or not upid.startswith("UPID:"):
+            raise UpstreamError(
+                f"{self.label} did not return a task id", error_code="UPSTREAM_BAD_RESPONSE"
+            )
+        return upid
+
+    # --- plumbing --------------------------------------------------------------------------
+
+    async def _get(self, path: str) -> Any:
+        return self._unwrap(await self._http.get(path), privilege="Sys.Audit / VM.Audit")
+
+    def _unwrap(self, response: UpstreamResponse, *, privilege: str) -> Any:
+        if response.ok:
+            body = response.json()
+            if not isinstance(body, dict) or "data" not in body:
+                raise UpstreamError(
+                    f"{self.label} answered without a data envelope",
+                    error_code="UPSTREAM_BAD_RESPONSE",
+                )
+            return body["data"]
+        message = _message(response)
+        if response.status_code == 401:
+            raise UpstreamError(self._token_rejected(message), error_code="UPSTREAM_AUTH_FAILED")
+        if response.status_code == 403:
+            raise UpstreamError(
+                self._permission_denied(message, privilege), error_code="UPSTREAM_FORBIDDEN"
+            )
+        if response.status_code in (400, 500) and _MISSING.search(message):
+            raise NotFound(f"{self.label}: {message}")
+        if response.headers.get("content-type", "").startswith("text/html"):
+            message = f"HTTP {response.status_code} with an HTML page"
+        raise UpstreamError(f"{self.label} answered {response.status_code}: {message}")
+
+    def _token_rejected(self, message: str) -> str:
+        variable = f"{self.server.env_prefix}TOKEN"
+        if self.server.token is None:
+            return f"{self.label} needs an API token: set {variable} (user@realm!tokenid=secret)"
+        return f"{self.label} rejected the API token ({message}): check {variable}"
+
+    def _permission_denied(self, message: str, privilege: str) -> str:
+        match = _PERMISSION.search(message)
+        if match:
+            privilege, where = match["privilege"], f" on {match['path']}"
+        else:
+            where = ""
+        return (
+            f"The API token of {self.label} lacks the {privilege} privilege{where}. Grant it to "
+            f"the token in Datacenter > Permissions (a token with privilege separation has no "
+            f"rights of its own)"
+        )
+
+
+def _parse(adapter: TypeAdapter[T], data: Any, label: str) -> T:
+    try:
+        return adapter.validate_python(data)
+    except ValidationError:
+        raise UpstreamError(
+            f"{label} answered in an unexpected format", error_code="UPSTREAM_BAD_RESPONSE"
+        ) from None

@@ -1,0 +1,1 @@
+"""A simulated home lab: fake upstreams that speak the real wire formats."""

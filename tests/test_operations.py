@@ -1,0 +1,117 @@
+"""Logs without secrets, the `.env.example` contract, and the code standard."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx2
+import pytest
+
+from homepanel.core.auth import COOKIE_NAME
+from homepanel.core.config import Settings
+from homepanel.core.logging import redact
+from tests.harness import ACCESS_TOKEN, AppServer, RunningLab, lab_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize(
+    ("text", "leaked"),
+    [
+        ("Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJqdGkiOiJ4In0.c2lnbmF0dXJl", "c2lnbmF0dXJl"),
+        ("GET /api/mqtt/stream?token=abc.def.ghi&x=1", "abc.def.ghi"),
+        ("headers={'authorization': 'PVEAPIToken=root@pam!t=1234-5678'}", "1234-5678"),
+        ("connect https://admin:s3cret@192.0.2.1:8081/api", "s3cret"),
+        ("password=hunter2 user=admin", "hunter2"),
+        ('{"password": "hunter2", "user": "admin"}', "hunter2"),
+        ("Cookie: homepanel_session=eyJhbGciOiJIUzI1NiJ9.eyJqdGkiOiJ4In0.c2ln", "c2ln"),
+    ],
+)
+def test_redaction_patterns(text: str, leaked: str) -> None:
+    assert leaked not in redact(text)
+
+
+def test_no_secret_reaches_the_log_after_a_full_run(
+    running_lab: RunningLab, tmp_path: Path
+) -> None:
+    lab = running_lab.lab
+    lab.proxmox["smart-home"].faults.auth_delay = 0.1
+    wrong_pve_token = "root@pam!homepanel=deadbeef-dead-beef-dead-beefdeadbeef"
+    settings = lab_settings(lab, tmp_path, PROXMOX_SMART_TOKEN=wrong_pve_token)
+    from homepanel.core.logging import setup_logging
+
+    setup_logging("DEBUG", settings.log_dir, settings.secrets())
+    jwts = []
+    with AppServer(settings) as server, server.client() as client:
+        client.post("/api/auth/login", json={"token": "a-wrong-guess-of-the-token"})
+        login = client.post("/api/auth/login", json={"token": ACCESS_TOKEN})
+        jwts.append(login.json()["jwt"])
+        headers = {"Authorization": f"Bearer {jwts[0]}"}
+        for path in (
+            "/api/proxmox/servers",
+            "/api/proxmox/nas/vms",
+            "/api/proxmox/smart-home/status",
+            "/api/proxmox/nas/vm/99",
+            "/docs",
+        ):
+            client.get(path, headers=headers)
+        client.get(f"/api/proxmox/servers?token={jwts[0]}")
+        client.post("/api/proxmox/nas/vm/999/restart", headers=headers)
+        cookie_jwt = server.login()
+        jwts.append(cookie_jwt)
+        with httpx2.Client(base_url=server.url, cookies={COOKIE_NAME: cookie_jwt}) as browser:
+            browser.get("/api/proxmox/nas/status")
+            browser.post("/api/auth/logout", headers={"X-Requested-With": "fetch"})
+        client.post("/api/auth/logout", headers=headers)
+    running_lab.reset()
+
+    log = (settings.log_dir / "backend.log").read_text()
+    assert "GET /api/proxmox/servers" in log and "rejected the API token" in log  # it did log
+    secret_file = (settings.data_dir / "jwt_secret").read_text().strip()
+    secrets = [ACCESS_TOKEN, secret_file, wrong_pve_token, wrong_pve_token.rsplit("=", 1)[1], *jwts]
+    secrets += [host.token for host in lab.proxmox.values()]
+    secrets += [host.token.rsplit("=", 1)[1] for host in lab.proxmox.values()]
+    for secret in secrets:
+        assert secret not in log
+    assert not re.search(r"eyJ[\w-]+\.eyJ[\w-]+\.[\w-]+", log)
+
+
+def test_env_example_lists_every_variable() -> None:
+    text = (ROOT / ".env.example").read_text()
+    names = set(re.findall(r"^#?([A-Z][A-Z0-9_]+)=", text, re.MULTILINE))
+    fields = {name.upper() for name in Settings.model_fields} - {"PROXMOX_SERVERS"}
+    assert fields <= names, fields - names
+    for field in ("URL", "ID", "NAME", "NODE", "TOKEN", "VERIFY_SSL"):
+        assert f"PROXMOX_NAS_{field}" in names
+
+
+def test_env_example_is_valid(tmp_path: Path) -> None:
+    lines = (
+        (ROOT / ".env.example")
+        .read_text()
+        .replace("ACCESS_TOKEN=\n", f"ACCESS_TOKEN={ACCESS_TOKEN}\n")
+    )
+    env = tmp_path / ".env"
+    env.write_text(lines)
+    result = subprocess.run(
+        [sys.executable, "-m", "homepanel", "check-config", "--env-file", str(env)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("command", [["check"], ["format", "--check"]])
+def test_code_is_ruff_clean(command: list[str]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "ruff", *command, "src", "tests"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
