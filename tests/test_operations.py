@@ -115,3 +115,31 @@ def test_code_is_ruff_clean(command: list[str]) -> None:
         cwd=ROOT,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_openapi_describes_every_endpoint_with_typed_models(app_server: AppServer) -> None:
+    with app_server.client() as client:
+        schema = client.get("/openapi.json").json()
+        assert client.get("/docs").status_code == 200
+    operations = {
+        (method.upper(), path): operation
+        for path, methods in schema["paths"].items()
+        for method, operation in methods.items()
+    }
+    expected = {
+        ("GET", "/health"),
+        ("POST", "/api/auth/login"),
+        ("POST", "/api/auth/logout"),
+        ("GET", "/api/proxmox/servers"),
+        ("GET", "/api/proxmox/{server_id}/status"),
+        ("GET", "/api/proxmox/{server_id}/vms"),
+        ("GET", "/api/proxmox/{server_id}/vm/{vmid}"),
+        ("POST", "/api/proxmox/{server_id}/vm/{vmid}/{action}"),
+        ("GET", "/api/proxmox/{server_id}/tasks/{upid}"),
+    }
+    assert expected <= set(operations)
+    for key, operation in operations.items():
+        success = operation["responses"]["200"]["content"]["application/json"]["schema"]
+        assert "$ref" in success, key  # a named model, not "any JSON"
+    error = operations[("GET", "/api/proxmox/servers")]["responses"]["502"]
+    assert error["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorResponse")

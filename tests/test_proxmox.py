@@ -421,6 +421,27 @@ def test_wrong_token_tells_the_owner_what_to_fix(custom_app, lab: Lab) -> None:
         assert api.get("/api/proxmox/servers").json()["servers"][0]["online"] is False
 
 
+def test_missing_privileges_are_named(custom_app, lab: Lab) -> None:
+    auditor = "monitor@pve!panel=11111111-2222-3333-4444-555555555555"
+    lab.proxmox["nas"].add_token(auditor, {"Sys.Audit", "VM.Audit"})
+    with authed(custom_app(PROXMOX_NAS_TOKEN=auditor)) as api:
+        assert api.get("/api/proxmox/nas/vm/999").status_code == 200  # reads are fine...
+        body = assert_error(api.post("/api/proxmox/nas/vm/999/start"), 502, "UPSTREAM_FORBIDDEN")
+        assert "VM.PowerMgmt" in body["detail"] and "/vms/999" in body["detail"]  # ...actions not
+        assert auditor not in body["detail"]
+
+
+def test_privilege_separated_token_without_acl(custom_app, lab: Lab) -> None:
+    """The most common Proxmox dashboard problem: empty guest lists, 403 on the node."""
+    bare = "root@pam!privsep=66666666-7777-8888-9999-000000000000"
+    lab.proxmox["nas"].add_token(bare, set())
+    with authed(custom_app(PROXMOX_NAS_TOKEN=bare)) as api:
+        body = assert_error(api.get("/api/proxmox/nas/status"), 502, "UPSTREAM_FORBIDDEN")
+        assert "Sys.Audit" in body["detail"] and "privilege separation" in body["detail"]
+        assert api.get("/api/proxmox/nas/vms").json()["total"] == 0  # Proxmox filters, not refuses
+        assert api.get("/api/proxmox/servers").json()["servers"][0]["online"] is False
+
+
 def test_untrusted_certificate_is_refused(custom_app) -> None:
     server = custom_app(PROXMOX_NAS_VERIFY_SSL="true")
     with authed(server) as api:
@@ -479,3 +500,28 @@ async def test_identical_concurrent_gets_cost_one_upstream_request(
     ) as client:
         await client.get("/api/proxmox/nas/status")
     assert requests_to(lab, "nas", "/nodes/nas/status") - before == 2
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{}",
+        b'{"data": null}',
+        b'{"data": "ok"}',
+        b'{"data": {"uptime": "soon"}}',
+        b'{"data": {"cpu": Infinity}}',
+        b'{"data": {"loadavg": [NaN, 1, 1]}}',
+        b'{"data": {"memory": {"total": "lots"}}}',
+        b'{"data": [{"vmid": "abc"}]}',
+        b'{"data": [{"vmid": 1e400}]}',
+    ],
+)
+def test_odd_upstream_shapes_are_502(api: httpx2.Client, lab: Lab, body: bytes) -> None:
+    """Whatever a broken or future Proxmox sends, the answer is a 502, never a crash."""
+    lab.proxmox["nas"].faults.mode = "json"
+    lab.proxmox["nas"].faults.body = body
+    for path in ("/status", "/vms", "/vm/999"):
+        response = api.get(f"/api/proxmox/nas{path}")
+        if response.status_code == 404:  # a list that parsed as empty: the guest is not there
+            continue
+        assert_error(response, 502, "UPSTREAM_BAD_RESPONSE")

@@ -21,7 +21,7 @@ class Health(BaseModel):
     uptime_seconds: int
 
 
-@router.get("/health", responses={503: {"model": Health}})
+@router.get("/health", response_model=Health, responses={503: {"model": Health}})
 async def health(request: Request) -> JSONResponse:
     """200 while the database answers, 503 when it does not (then restarting may help)."""
     database_ok = await request.app.state.db.ping()

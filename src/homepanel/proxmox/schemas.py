@@ -7,6 +7,7 @@ upstream (502), not a crash.
 
 from __future__ import annotations
 
+import math
 from enum import StrEnum
 from typing import Annotated, Literal
 
@@ -23,7 +24,10 @@ UPID_PATTERN = (
 
 
 def _number(value: object) -> float:
-    return 0.0 if value is None or value == "" else float(value)  # type: ignore[arg-type]
+    number = 0.0 if value is None or value == "" else float(value)  # type: ignore[arg-type]
+    if not math.isfinite(number):  # json.loads accepts NaN and Infinity; JSON output cannot
+        raise ValueError("not a finite number")
+    return number
 
 
 def _whole(value: object) -> int:

@@ -21,6 +21,7 @@ import math
 import random
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, replace
 from email.utils import formatdate
 from http import HTTPStatus
@@ -46,6 +47,9 @@ _UPID = re.compile(
     r"UPID:([a-zA-Z0-9](?:[a-zA-Z0-9\-]*[a-zA-Z0-9])?):([0-9A-Fa-f]{8}):([0-9A-Fa-f]{8,9}):"
     r"([0-9A-Fa-f]{8}):([^:\s]+):([^:\s]*):([^:\s]+):"
 )
+# The privileges the panel's checks involve; the configured token has them all.
+PRIVILEGES = frozenset({"Sys.Audit", "VM.Audit", "VM.PowerMgmt"})
+_PRIVILEGES = web.RequestKey("privileges", frozenset)
 _TOKEN_HEADER = re.compile(r"(?:^|\s)PVEAPIToken(?:=| )([^;]*)")
 
 _ACTIONS: dict[str, tuple[str, ...]] = {
@@ -150,8 +154,9 @@ class Faults:
     """Chaos switches, applied to every request before authentication."""
 
     latency: float = 0.0  # seconds added before every answer
-    mode: str | None = None  # None | "drop" | "hang" | "html" | "garbage" | "status"
+    mode: str | None = None  # None | "drop" | "hang" | "html" | "garbage" | "status" | "json"
     status: int = 502  # the status sent in "status" mode
+    body: bytes = b"{}"  # the 200 application/json body sent in "json" mode
     auth_delay: float = 3.0  # pveproxy delays every 401 by 3 s
 
     def reset(self) -> None:
@@ -370,6 +375,7 @@ class ProxmoxHost:
 
         self._release = _RELEASES[flavor]
         self._token_id, self._secret = _split_token(token)  # tasks belong to the token id
+        self._privileges = {_split_token(token): PRIVILEGES}
         self._rng = random.Random(seed)
         self._profile = _Profile.draw(random.Random(f"{seed}:host"))
         self._mhz = f"{self._rng.uniform(800, 4400):.3f}"
@@ -398,8 +404,13 @@ class ProxmoxHost:
         app.router.add_get(f"{API}/nodes/{{node}}/tasks/{{upid}}/status", self._get_task_status)
         return app
 
+    def add_token(self, token: str, privileges: Iterable[str]) -> None:
+        """Another API token, granted only `privileges` (a privilege-separated token, say)."""
+        self._privileges[_split_token(token)] = frozenset(privileges)
+
     def reset(self) -> None:
         """Healthy again: no faults, no request history, no tasks, guests as initially given."""
+        self._privileges = {_split_token(self.token): PRIVILEGES}
         self.faults.reset()
         self.requests.clear()
         for task in self._tasks.values():
@@ -419,9 +430,11 @@ class ProxmoxHost:
             await asyncio.sleep(self.faults.latency)
         if self.faults.mode is not None:
             return await self._fault(request, self.faults.mode)
-        denied = await self._authenticate(request)
-        if denied is not None:
-            return denied
+        privileges = self._privileges_of(request)
+        if not isinstance(privileges, frozenset):
+            await asyncio.sleep(self.faults.auth_delay)
+            return self._respond(401, b"", reason=privileges, close=True)
+        request[_PRIVILEGES] = privileges
         try:
             response = await handler(request)
         except _ApiError as error:
@@ -443,20 +456,23 @@ class ProxmoxHost:
                 return self._respond(200, _GARBAGE)
             case "status":
                 return _nginx_error(self.faults.status)
+            case "json":
+                return self._respond(200, self.faults.body)
             case _:
                 raise ValueError(f"unknown fault mode {mode!r}")
 
-    async def _authenticate(self, request: web.Request) -> web.Response | None:
-        """None if the API token matches; else the delayed, empty 401 pveproxy sends."""
+    def _privileges_of(self, request: web.Request) -> frozenset[str] | str:
+        """The token's privileges, or the reason of the (delayed, empty) 401 pveproxy sends."""
         match = _TOKEN_HEADER.search(request.headers.get("Authorization", ""))
         if match is None:
-            reason = "No ticket"
-        elif _split_token(unquote(match.group(1))) == (self._token_id, self._secret):
-            return None
-        else:
-            reason = self._release.auth_failure_reason
-        await asyncio.sleep(self.faults.auth_delay)
-        return self._respond(401, b"", reason=reason, close=True)
+            return "No ticket"
+        privileges = self._privileges.get(_split_token(unquote(match.group(1))))
+        return self._release.auth_failure_reason if privileges is None else privileges
+
+    @staticmethod
+    def _require(request: web.Request, privilege: str, path: str) -> None:
+        if privilege not in request[_PRIVILEGES]:
+            raise _ApiError(403, f"Permission check failed ({path}, {privilege})")
 
     def _respond(
         self, status: int, body: bytes, *, reason: str | None = None, close: bool = False
@@ -508,6 +524,7 @@ class ProxmoxHost:
 
     async def _get_node_status(self, request: web.Request) -> web.Response:
         self._check_node(request)
+        self._require(request, "Sys.Audit", f"/nodes/{self.node}")
         return self._ok(self._node_status(time.time()))
 
     async def _get_guest_list(self, request: web.Request) -> web.Response:
@@ -516,12 +533,15 @@ class ProxmoxHost:
         now = time.time()
         guests = sorted(self.guests.values(), key=lambda guest: guest.vmid)
         random.Random(self.seed).shuffle(guests)  # Perl hash order: clients must sort
+        if "VM.Audit" not in request[_PRIVILEGES]:
+            guests = []  # filtered, not refused: a bare privilege-separated token sees nothing
         return self._ok([self._list_item(guest, now) for guest in guests if guest.type == kind])
 
     async def _get_guest_status(self, request: web.Request) -> web.Response:
         self._check_node(request)
         kind = request.match_info["kind"]
         vmid = _parse_vmid(request.match_info["vmid"])
+        self._require(request, "VM.Audit", f"/vms/{vmid}")
         guest = self._guest(kind, vmid)
         if guest is None:  # Perl's die message keeps its newline
             raise _ApiError(500, _config_missing(self.node, kind, vmid) + "\n")
@@ -537,6 +557,7 @@ class ProxmoxHost:
             raise _not_implemented(request)
         self._check_node(request)
         vmid = _parse_vmid(request.match_info["vmid"])
+        self._require(request, "VM.PowerMgmt", f"/vms/{vmid}")
         self._refuse_synchronously(kind, action, vmid)
         return self._ok(self._fork_worker(kind, action, vmid))
 
