@@ -216,6 +216,26 @@ def test_tenth_wrong_token_locks_the_address(running_lab: RunningLab, tmp_path: 
         assert 890 <= int(locked.headers["retry-after"]) <= 900
 
 
+@pytest.mark.parametrize("trusted", [True, False])
+def test_forwarded_for_is_believed_only_from_trusted_proxies(
+    running_lab: RunningLab, tmp_path: Path, trusted: bool
+) -> None:
+    variables = {"RATE_LIMIT_LOGIN": "2/minute"}
+    if trusted:
+        variables["TRUSTED_PROXIES"] = "127.0.0.0/8"
+    settings = lab_settings(running_lab.lab, tmp_path, **variables)
+    with AppServer(settings) as server, server.client() as client:
+
+        def login_from(address: str) -> int:
+            headers = {"X-Forwarded-For": f"{address}, 127.0.0.1"}
+            return client.post("/api/auth/login", json={"token": "x"}, headers=headers).status_code
+
+        assert [login_from("198.51.100.1") for _ in range(3)] == [401, 401, 429]
+        # Behind a trusted proxy, another client has its own budget; otherwise the header is
+        # a lie anyone can tell, and the peer address is what counts.
+        assert login_from("198.51.100.2") == (401 if trusted else 429)
+
+
 def test_production_cookie_is_secure(strict_server: AppServer) -> None:
     with strict_server.client() as client:
         response = client.post("/api/auth/login", json={"token": ACCESS_TOKEN})

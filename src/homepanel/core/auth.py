@@ -126,6 +126,8 @@ class TokenService:
         return Session(jti=jti, expires_at=int(claims["exp"]), via_cookie=via_cookie)
 
     async def revoke(self, session: Session) -> None:
+        now = int(time.time())
+        self._revoked = {jti: exp for jti, exp in self._revoked.items() if exp > now}
         self._revoked[session.jti] = session.expires_at
         await self._db.execute(
             "INSERT OR IGNORE INTO revoked_tokens (jti, expires_at) VALUES (?, ?)",
@@ -154,7 +156,9 @@ class LoginLockout:
     def failed(self, address: str) -> None:
         count = self._failures.pop(address, 0) + 1
         if count >= LOCKOUT_AFTER:
-            self._locked_until[address] = time.monotonic() + LOCKOUT_SECONDS
+            now = time.monotonic()
+            self._locked_until = {a: t for a, t in self._locked_until.items() if t > now}
+            self._locked_until[address] = now + LOCKOUT_SECONDS
             logger.warning("Login locked for %s after %d wrong tokens", address, count)
             return
         self._failures[address] = count

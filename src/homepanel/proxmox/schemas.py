@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
@@ -208,34 +208,38 @@ class ServerStatus(BaseModel):
         )
 
 
-class GuestSummary(BaseModel):
+class _GuestBase(BaseModel):
+    """The fields a guest has in both the list and the detail view."""
+
     vmid: int
     type: GuestType
     name: str
     status: str
     uptime: int
     cpu: float
-    maxcpu: int | float
     mem: int
     maxmem: int
     disk: int
     maxdisk: int
+
+    @staticmethod
+    def _common(guest_type: GuestType, guest: PveGuest) -> dict[str, Any]:
+        shared = {"vmid", "status", "uptime", "cpu", "mem", "maxmem", "disk", "maxdisk"}
+        return guest.model_dump(include=shared) | {
+            "type": guest_type,
+            "name": guest.display_name(guest_type),
+        }
+
+
+class GuestSummary(_GuestBase):
+    maxcpu: int | float
     template: bool = Field(description="A template cannot be started; Proxmox marks it so")
 
     @classmethod
     def of(cls, guest_type: GuestType, guest: PveGuest) -> GuestSummary:
         return cls(
-            vmid=guest.vmid,
-            type=guest_type,
-            name=guest.display_name(guest_type),
-            status=guest.status,
-            uptime=guest.uptime,
-            cpu=guest.cpu,
+            **cls._common(guest_type, guest),
             maxcpu=_compact(guest.cpus),
-            mem=guest.mem,
-            maxmem=guest.maxmem,
-            disk=guest.disk,
-            maxdisk=guest.maxdisk,
             template=guest.template,
         )
 
@@ -262,19 +266,9 @@ class GuestList(BaseModel):
         )
 
 
-class GuestDetail(BaseModel):
-    vmid: int
-    type: GuestType
-    name: str
+class GuestDetail(_GuestBase):
     node: str
-    status: str
-    uptime: int
-    cpu: float
     cpus: int | float
-    mem: int
-    maxmem: int
-    disk: int
-    maxdisk: int
     netin: int
     netout: int
     diskread: int
@@ -282,23 +276,9 @@ class GuestDetail(BaseModel):
 
     @classmethod
     def of(cls, node: str, guest_type: GuestType, guest: PveGuest) -> GuestDetail:
+        counters = guest.model_dump(include={"netin", "netout", "diskread", "diskwrite"})
         return cls(
-            vmid=guest.vmid,
-            type=guest_type,
-            name=guest.display_name(guest_type),
-            node=node,
-            status=guest.status,
-            uptime=guest.uptime,
-            cpu=guest.cpu,
-            cpus=_compact(guest.cpus),
-            mem=guest.mem,
-            maxmem=guest.maxmem,
-            disk=guest.disk,
-            maxdisk=guest.maxdisk,
-            netin=guest.netin,
-            netout=guest.netout,
-            diskread=guest.diskread,
-            diskwrite=guest.diskwrite,
+            **cls._common(guest_type, guest), **counters, node=node, cpus=_compact(guest.cpus)
         )
 
 
