@@ -143,3 +143,50 @@ def test_openapi_describes_every_endpoint_with_typed_models(app_server: AppServe
         assert "$ref" in success, key  # a named model, not "any JSON"
     error = operations[("GET", "/api/proxmox/servers")]["responses"]["502"]
     assert error["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorResponse")
+
+
+@pytest.mark.parametrize("env", ["production", "development"])
+def test_unexpected_errors_are_500_in_the_envelope(
+    running_lab: RunningLab, tmp_path: Path, env: str
+) -> None:
+    """Production shows no internals; development names the exception, with secrets masked."""
+    settings = lab_settings(running_lab.lab, tmp_path, ENV=env)
+    from homepanel.app import create_app
+
+    app = create_app(settings)
+
+    async def broken() -> None:
+        raise RuntimeError(f"bug while using {ACCESS_TOKEN}")
+
+    app.add_api_route("/api/broken", broken)  # the only way to reach the handler: a real bug
+    with AppServer(settings, app) as server, server.client() as client:
+        response = client.get("/api/broken")
+    assert response.status_code == 500
+    body = response.json()
+    assert (
+        set(body) == {"detail", "error_code", "timestamp"}
+        and body["error_code"] == "INTERNAL_ERROR"
+    )
+    assert ACCESS_TOKEN not in body["detail"] and "Traceback" not in body["detail"]
+    if env == "production":
+        assert body["detail"] == "Internal server error"
+    else:
+        assert "RuntimeError: bug while using ***" in body["detail"]
+
+
+def test_log_lines_follow_the_spec_format(running_lab: RunningLab, tmp_path: Path) -> None:
+    from homepanel.core.logging import setup_logging
+
+    settings = lab_settings(running_lab.lab, tmp_path)
+    setup_logging("INFO", settings.log_dir, settings.secrets())
+    with AppServer(settings) as server, server.client() as client:
+        client.get("/api/proxmox/servers")
+    lines = (settings.log_dir / "backend.log").read_text().splitlines()
+    line = re.compile(
+        r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} - [\w.]+ - (DEBUG|INFO|WARNING|ERROR|CRITICAL) - ."
+    )
+    assert lines and all(
+        line.match(text) for text in lines if not text.startswith((" ", "Traceback"))
+    )
+    access = [text for text in lines if " - uvicorn.access - INFO - 127.0.0.1:" in text]
+    assert any(text.endswith('"GET /api/proxmox/servers HTTP/1.1" 401') for text in access)

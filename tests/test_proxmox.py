@@ -278,11 +278,13 @@ def test_a_task_can_fail_after_the_start_was_accepted(api: httpx2.Client) -> Non
     )  # ...and the task failed
 
 
-def test_task_status_validation(api: httpx2.Client) -> None:
-    assert_error(api.get("/api/proxmox/nas/tasks/not-a-upid"), 422)
-    assert_error(api.get("/api/proxmox/nas/tasks/UPID:nas:..:"), 422)
-    unknown = "UPID:nas:0012AAF4:00CCFB90:674E4B38:qmstart:999:root@pam!homepanel:"
-    assert_error(api.get(f"/api/proxmox/nas/tasks/{unknown}"), 404, "NOT_FOUND")
+@pytest.mark.parametrize(("server_id", "node"), [("nas", "nas"), ("smart-home", "pve")])
+def test_task_status_validation(api: httpx2.Client, server_id: str, node: str) -> None:
+    assert_error(api.get(f"/api/proxmox/{server_id}/tasks/not-a-upid"), 422)
+    assert_error(api.get(f"/api/proxmox/{server_id}/tasks/UPID:{node}:..:"), 422)
+    unknown = f"UPID:{node}:0012AAF4:00CCFB90:674E4B38:qmstart:999:root@pam!homepanel:"
+    body = assert_error(api.get(f"/api/proxmox/{server_id}/tasks/{unknown}"), 404, "NOT_FOUND")
+    assert "no such task" in body["detail"]
 
 
 # --- bad input -----------------------------------------------------------------------------

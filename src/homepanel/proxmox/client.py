@@ -8,6 +8,7 @@ action (500 "not running") into a 409 with Proxmox's own words.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -38,21 +39,24 @@ T = TypeVar("T")
 
 
 def _message(response: UpstreamResponse) -> str:
-    """Proxmox's error text: in the JSON body on PVE 8.3+, only in the reason phrase before."""
-    text = ""
+    """Proxmox's error text: in the JSON body on PVE 8.3+, only in the reason phrase before.
+
+    Parameter errors say only "Parameter verification failed."; the details are in `errors`.
+    """
+    body: Any = None
     if "json" in response.headers.get("content-type", ""):
-        try:
+        with contextlib.suppress(UpstreamError):
             body = response.json()
-        except UpstreamError:
-            body = None
-        if isinstance(body, dict) and isinstance(body.get("message"), str):
-            text = body["message"]
-        if isinstance(body, dict) and isinstance(body.get("errors"), dict):
-            # Parameter errors: the reason says only "Parameter verification failed."
-            details = (f"{key}: {value}" for key, value in body["errors"].items())
-            text = f"{text or response.reason} ({'; '.join(details)})"
-    lines = (text or response.reason or "").strip().splitlines()
-    return lines[0][:300] if lines else f"HTTP {response.status_code}"
+    body = body if isinstance(body, dict) else {}
+    message = body.get("message") if isinstance(body.get("message"), str) else ""
+    lines = (message or response.reason or "").strip().splitlines()
+    text = lines[0].strip() if lines else f"HTTP {response.status_code}"
+    errors = body.get("errors")
+    if isinstance(errors, dict) and errors:
+        text += (
+            " (" + "; ".join(f"{key}: {str(value).strip()}" for key, value in errors.items()) + ")"
+        )
+    return text[:300]
 
 
 class ProxmoxClient:
@@ -115,11 +119,12 @@ class ProxmoxClient:
         guest_type = await self.guest_type(vmid)
         path = f"{self._node_path}/{guest_type}/{vmid}/status/{action.proxmox_command}"
         response = await self._http.request("POST", path)
-        if response.status_code == 500 and not _MISSING.search(_message(response)):
+        refusal = _message(response) if response.status_code == 500 else ""
+        if refusal and not _MISSING.search(refusal):
             # "CT 105 already running", "VM 999 not running": the request was fine, the
             # guest's state refused it.
             raise Conflict(
-                f"{self.label} refused to {action.value} {vmid}: {_message(response)}",
+                f"{self.label} refused to {action.value} {vmid}: {refusal}",
                 error_code="ACTION_REFUSED",
             )
         upid = self._unwrap(response, privilege="VM.PowerMgmt")
