@@ -7,14 +7,12 @@ power actions that "succeed" with a UPID and fail later inside the task, and so 
 Two generations are simulated: ``pve8`` (PVE 8.3) and ``pve9`` (PVE 9.0, newest behaviour).
 
 aiohttp is used because it can send a custom reason phrase, which old PVE uses to carry
-the error message. Chaos switches in :class:`Faults` emulate a host that is down or broken.
+the error message. The shared fault knobs (`simulator.faults`) emulate a host that is down.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
 import functools
 import json
 import math
@@ -22,13 +20,14 @@ import random
 import re
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from email.utils import formatdate
-from http import HTTPStatus
 from typing import Any, Literal
 from urllib.parse import unquote
 
 from aiohttp import web
+
+from homepanel.simulator.faults import SimulatedService
 
 API = "/api2/json"
 Flavor = Literal["pve8", "pve9"]
@@ -38,7 +37,6 @@ _JSON = "application/json;charset=UTF-8"
 _MIB = 1024**2
 _LXC_MAXSWAP = 512 * _MIB  # Proxmox's default container swap
 _COMPRESS_ABOVE = 1024  # pveproxy gzips bodies larger than this when the client accepts it
-_HANG_POLL = 0.05  # how often a hanging request checks whether its client is still there
 
 # pve-common PVE::JSONSchema / PVE::Tools::upid_decode / pve-http-server extract_auth_value.
 _INTEGER = re.compile(r"[+-]?\d+")
@@ -72,14 +70,6 @@ _CPU_FLAGS = (
     "hwp_epp hwp_pkg_req hfi umip pku ospke waitpkg gfni vaes vpclmulqdq rdpid movdiri "
     "movdir64b fsrm md_clear serialize arch_lbr ibt flush_l1d arch_capabilities"
 )
-
-_HTML_PAGE = (
-    "<!DOCTYPE html>\n<html><head><title>Login required</title></head>"
-    "<body><h1>Login required</h1><p>Please sign in to continue.</p></body></html>\n"
-)
-_GARBAGE = b'{"data": [ not json'
-
-_STOPPING = web.AppKey("homepanel_sim_stopping", asyncio.Event)
 
 
 @dataclass(frozen=True)
@@ -147,22 +137,6 @@ class Guest:
     tags: str | None = None  # ";"-separated, like Proxmox
     booted_at: float = field(default=0.0, compare=False)  # wall-clock start of the current run
     pid: int = field(default=0, compare=False)
-
-
-@dataclass
-class Faults:
-    """Chaos switches, applied to every request before authentication."""
-
-    latency: float = 0.0  # seconds added before every answer
-    mode: str | None = None  # None | "drop" | "hang" | "html" | "garbage" | "status" | "json"
-    status: int = 502  # the status sent in "status" mode
-    body: bytes = b"{}"  # the 200 application/json body sent in "json" mode
-    auth_delay: float = 3.0  # pveproxy delays every 401 by 3 s
-
-    def reset(self) -> None:
-        """Back to a healthy host."""
-        for spec in fields(self):
-            setattr(self, spec.name, spec.default)
 
 
 @dataclass(frozen=True)
@@ -285,46 +259,6 @@ def _split_token(value: str) -> tuple[str, str]:
     return token_id, secret
 
 
-def _connected(request: web.Request) -> bool:
-    transport = request.transport
-    return transport is not None and not transport.is_closing()
-
-
-def _drop(request: web.Request) -> web.Response:
-    """Close the connection without an answer; aiohttp then silently discards the response."""
-    if request.transport is not None:
-        request.transport.close()
-    return web.Response()
-
-
-async def _hang(request: web.Request) -> None:
-    """Never answer, but stop waiting once the client has gone or the server shuts down."""
-    stopping = request.app[_STOPPING]
-    while _connected(request) and not stopping.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), _HANG_POLL)
-
-
-def _nginx_error(status: int) -> web.Response:
-    """What a reverse proxy in front of a dead pveproxy answers."""
-    try:
-        phrase = HTTPStatus(status).phrase
-    except ValueError:
-        phrase = "Error"
-    title = f"{status} {phrase}"
-    body = (
-        f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n"
-        f"<center><h1>{title}</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
-    )
-    return web.Response(
-        status=status,
-        reason=phrase,
-        text=body,
-        content_type="text/html",
-        headers={"Server": "nginx"},
-    )
-
-
 def _gzip_if_large(request: web.Request, response: web.Response) -> web.Response:
     """pveproxy gzips (never deflates) bodies over 1 KiB for clients that accept gzip."""
     body = response.body
@@ -334,11 +268,7 @@ def _gzip_if_large(request: web.Request, response: web.Response) -> web.Response
     return response
 
 
-async def _release_hung_requests(app: web.Application) -> None:
-    app[_STOPPING].set()
-
-
-class ProxmoxHost:
+class ProxmoxHost(SimulatedService):
     """One simulated standalone PVE host. Serve :meth:`app` over HTTPS to use it."""
 
     def __init__(
@@ -358,6 +288,7 @@ class ProxmoxHost:
         task_duration: float = 1.0,
         seed: int = 0,
     ) -> None:
+        super().__init__()
         self.node = node
         self.token = token
         self.flavor = flavor
@@ -370,8 +301,6 @@ class ProxmoxHost:
         self.string_lxc_vmid = string_lxc_vmid
         self.task_duration = task_duration
         self.seed = seed
-        self.faults = Faults()
-        self.requests: collections.Counter[str] = collections.Counter()
 
         self._release = _RELEASES[flavor]
         self._token_id, self._secret = _split_token(token)  # tasks belong to the token id
@@ -392,9 +321,7 @@ class ProxmoxHost:
 
     def app(self) -> web.Application:
         """A fresh aiohttp application serving this host's API."""
-        app = web.Application(middlewares=[self._gatekeeper])
-        app[_STOPPING] = asyncio.Event()
-        app.on_shutdown.append(_release_hung_requests)
+        app = self.new_app(self._gatekeeper)
         guest = f"{API}/nodes/{{node}}/{{kind:qemu|lxc}}"
         app.router.add_get(f"{API}/version", self._get_version)
         app.router.add_get(f"{API}/nodes/{{node}}/status", self._get_node_status)
@@ -411,8 +338,7 @@ class ProxmoxHost:
     def reset(self) -> None:
         """Healthy again: no faults, no request history, no tasks, guests as initially given."""
         self._privileges = {_split_token(self.token): PRIVILEGES}
-        self.faults.reset()
-        self.requests.clear()
+        super().reset()
         for task in self._tasks.values():
             if task.timer is not None:
                 task.timer.cancel()
@@ -424,12 +350,7 @@ class ProxmoxHost:
 
     @web.middleware
     async def _gatekeeper(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        """Every request is counted, then meets the chaos switches, auth and error shaping."""
-        self.requests[f"{request.method} {request.path}"] += 1
-        if self.faults.latency:
-            await asyncio.sleep(self.faults.latency)
-        if self.faults.mode is not None:
-            return await self._fault(request, self.faults.mode)
+        """After the shared fault knobs: pveproxy's token check and error shaping."""
         privileges = self._privileges_of(request)
         if not isinstance(privileges, frozenset):
             await asyncio.sleep(self.faults.auth_delay)
@@ -442,24 +363,6 @@ class ProxmoxHost:
         except (web.HTTPNotFound, web.HTTPMethodNotAllowed):
             return self._error_response(_not_implemented(request))
         return _gzip_if_large(request, response)
-
-    async def _fault(self, request: web.Request, mode: str) -> web.StreamResponse:
-        match mode:
-            case "drop":
-                return _drop(request)
-            case "hang":
-                await _hang(request)
-                return _drop(request)
-            case "html":
-                return web.Response(text=_HTML_PAGE, content_type="text/html")
-            case "garbage":
-                return self._respond(200, _GARBAGE)
-            case "status":
-                return _nginx_error(self.faults.status)
-            case "json":
-                return self._respond(200, self.faults.body)
-            case _:
-                raise ValueError(f"unknown fault mode {mode!r}")
 
     def _privileges_of(self, request: web.Request) -> frozenset[str] | str:
         """The token's privileges, or the reason of the (delayed, empty) 401 pveproxy sends."""
