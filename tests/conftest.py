@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx2
 import pytest
@@ -43,3 +44,20 @@ def api(app_server: AppServer, jwt: str, lab: Lab) -> Iterator[httpx2.Client]:
     """A logged-in client of the module's app."""
     with app_server.client(headers={"Authorization": f"Bearer {jwt}"}) as client:
         yield client
+
+
+@pytest.fixture
+def custom_app(running_lab: RunningLab, tmp_path: Path) -> Iterator[Callable[..., AppServer]]:
+    """Start apps with extra variables on top of the lab's configuration."""
+    servers: list[AppServer] = []
+
+    def start(**variables: str) -> AppServer:
+        directory = tmp_path / str(len(servers))
+        server = AppServer(lab_settings(running_lab.lab, directory, **variables))
+        servers.append(server.__enter__())
+        return server
+
+    yield start
+    for server in servers:
+        server.__exit__(None, None, None)
+    running_lab.reset()

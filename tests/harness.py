@@ -53,8 +53,7 @@ class RunningLab:
 
     def reset(self) -> None:
         async def reset() -> None:
-            for host in self.lab.proxmox.values():
-                host.reset()
+            self.lab.reset()
 
         self.background.run(reset())
 
@@ -78,7 +77,7 @@ def lab_settings(lab: Lab, directory: Path, **variables: str) -> Settings:
         "LOG_DIR": str(directory / "logs"),
         "LOG_LEVEL": "DEBUG",
         "RATE_LIMIT_LOGIN": "1000/minute",
-        **lab.proxmox_env(),
+        **lab.env(),
         **variables,
     }
     return load_settings(write_env(directory / ".env", env))
@@ -141,3 +140,8 @@ class AppServer:
             response = http.post("/api/auth/login", json={"token": ACCESS_TOKEN})
         response.raise_for_status()
         return response.json()["jwt"]
+
+
+def authed(server: AppServer) -> httpx2.Client:
+    """A client of `server`, logged in with a Bearer token."""
+    return server.client(headers={"Authorization": f"Bearer {server.login()}"})

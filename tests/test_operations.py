@@ -136,8 +136,21 @@ def test_openapi_describes_every_endpoint_with_typed_models(app_server: AppServe
         ("GET", "/api/proxmox/{server_id}/vm/{vmid}"),
         ("POST", "/api/proxmox/{server_id}/vm/{vmid}/{action}"),
         ("GET", "/api/proxmox/{server_id}/tasks/{upid}"),
+        ("GET", "/api/frigate/cameras"),
+        ("GET", "/api/frigate/camera/{name}/snapshot"),
+        ("GET", "/api/frigate/events"),
+        ("GET", "/api/frigate/stats"),
+        ("GET", "/api/mqtt/topics"),
+        ("POST", "/api/mqtt/publish"),
+        ("GET", "/api/automations"),
+        ("GET", "/api/automations/{name}"),
+        ("POST", "/api/automations/{name}/{action}"),
+        ("GET", "/api/ai/processes"),
+        ("DELETE", "/api/ai/chat/{process_id}"),
     }
     assert expected <= set(operations)
+    snapshot = operations.pop(("GET", "/api/frigate/camera/{name}/snapshot"))
+    assert set(snapshot["responses"]["200"]["content"]) == {"image/jpeg"}
     for key, operation in operations.items():
         success = operation["responses"]["200"]["content"]["application/json"]["schema"]
         assert "$ref" in success, key  # a named model, not "any JSON"

@@ -6,7 +6,6 @@ import asyncio
 import re
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx2
@@ -16,7 +15,7 @@ from homepanel.core.http import tls_verify
 from homepanel.proxmox import client as proxmox_client
 from homepanel.proxmox.schemas import UPID_PATTERN
 from homepanel.simulator.lab import Lab
-from tests.harness import AppServer, RunningLab, assert_error, lab_settings
+from tests.harness import AppServer, RunningLab, assert_error, authed, lab_settings
 
 SERVER_KEYS = {
     "id",
@@ -373,26 +372,6 @@ def test_slow_server_does_not_hold_up_the_list(api: httpx2.Client, lab: Lab) -> 
 def test_missing_upstream_error_detail_in_old_and_new_proxmox(api: httpx2.Client, lab: Lab) -> None:
     lab.proxmox["smart-home"].guests.pop(105)  # gone between the list and status/current
     assert_error(api.get("/api/proxmox/smart-home/vm/105"), 404)
-
-
-@pytest.fixture
-def custom_app(running_lab: RunningLab, tmp_path: Path) -> Iterator:
-    """Build an app with extra variables on top of the lab's configuration."""
-    servers: list[AppServer] = []
-
-    def start(**variables: str) -> AppServer:
-        server = AppServer(lab_settings(running_lab.lab, tmp_path / str(len(servers)), **variables))
-        servers.append(server.__enter__())
-        return server
-
-    yield start
-    for server in servers:
-        server.__exit__(None, None, None)
-    running_lab.reset()
-
-
-def authed(server: AppServer) -> httpx2.Client:
-    return server.client(headers={"Authorization": f"Bearer {server.login()}"})
 
 
 def free_port() -> int:

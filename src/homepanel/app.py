@@ -17,12 +17,20 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from homepanel import __version__
+from homepanel.ai.client import AiClient
+from homepanel.ai.router import router as ai_router
 from homepanel.auth.router import router as auth_router
+from homepanel.automations.client import AutomationClient
+from homepanel.automations.router import router as automations_router
 from homepanel.core.auth import LoginLockout, TokenService, load_or_create_secret
 from homepanel.core.config import Settings
 from homepanel.core.errors import install_error_handlers
 from homepanel.core.ratelimit import RateLimiter
+from homepanel.frigate.client import FrigateClient
+from homepanel.frigate.router import router as frigate_router
 from homepanel.health.router import router as health_router
+from homepanel.mqtt.client import MqttClient
+from homepanel.mqtt.router import router as mqtt_router
 from homepanel.proxmox.client import ProxmoxClient
 from homepanel.proxmox.router import router as proxmox_router
 from homepanel.store.db import Database
@@ -62,6 +70,7 @@ def create_app(settings: Settings, *, announce: Announce | None = None) -> FastA
     app.state.rate_limiter = RateLimiter()
     app.state.login_lockout = LoginLockout()
     app.state.proxmox = {}
+    app.state.upstreams = {}
 
     install_error_handlers(app, production=settings.is_production)
     app.add_middleware(
@@ -74,7 +83,8 @@ def create_app(settings: Settings, *, announce: Announce | None = None) -> FastA
     )
     app.include_router(health_router)
     app.include_router(auth_router)
-    app.include_router(proxmox_router)
+    for router in (proxmox_router, frigate_router, mqtt_router, automations_router, ai_router):
+        app.include_router(router)
     return app
 
 
@@ -109,3 +119,13 @@ async def _open(app: FastAPI, stack: AsyncExitStack) -> None:
         client = ProxmoxClient(server)
         stack.push_async_callback(client.aclose)
         app.state.proxmox[server.id] = client
+    for name, url, client_class in (
+        ("frigate", settings.frigate_url, FrigateClient),
+        ("mqtt", settings.mqtt_api_url, MqttClient),
+        ("automations", settings.automation_api_url, AutomationClient),
+        ("ai", settings.ai_hub_url, AiClient),
+    ):
+        if url is not None:  # unset: "not configured", its endpoints answer 503
+            upstream = client_class(settings)
+            stack.push_async_callback(upstream.aclose)
+            app.state.upstreams[name] = upstream

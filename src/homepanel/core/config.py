@@ -63,6 +63,20 @@ def parse_duration(value: object) -> int:
     return seconds
 
 
+def parse_verify_ssl(value: object) -> bool | Path:
+    """`true`, `false`, or the path of a CA file to pin (a self-signed host's own CA)."""
+    if isinstance(value, bool | Path):
+        return value
+    text = str(value).strip()
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    if Path(text).is_file():
+        return Path(text)
+    raise ValueError("must be true, false or the path of an existing CA file")
+
+
 def _split_list(value: object) -> list[str]:
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
@@ -106,6 +120,7 @@ def _check_http_url(value: str | None) -> str | None:
 
 
 Duration = Annotated[int, BeforeValidator(parse_duration)]
+TlsVerify = Annotated[bool | Path, BeforeValidator(parse_verify_ssl)]
 Origins = Annotated[
     list[str], NoDecode, BeforeValidator(_split_list), AfterValidator(_check_origins)
 ]
@@ -166,6 +181,7 @@ class Settings(BaseSettings):
     frigate_url: HttpUrl = None
     frigate_username: str | None = None
     frigate_password: SecretStr | None = None
+    frigate_verify_ssl: TlsVerify = True
     mqtt_api_url: HttpUrl = None
     mqtt_api_username: str | None = None
     mqtt_api_password: SecretStr | None = None
@@ -290,15 +306,10 @@ def _proxmox_field_problems(server: dict) -> list[tuple[str, str]]:
     token = server["token"]
     if token is not None and not _PROXMOX_TOKEN.match(token):
         problems.append(("TOKEN", "must look like user@realm!tokenid=secret"))
-    verify = server["verify_ssl"]
-    if verify.lower() in ("true", "1", "yes"):
-        server["verify_ssl"] = True
-    elif verify.lower() in ("false", "0", "no"):
-        server["verify_ssl"] = False
-    elif Path(verify).is_file():
-        server["verify_ssl"] = Path(verify)
-    else:
-        problems.append(("VERIFY_SSL", "must be true, false or the path of an existing CA file"))
+    try:
+        server["verify_ssl"] = parse_verify_ssl(server["verify_ssl"])
+    except ValueError as exc:
+        problems.append(("VERIFY_SSL", str(exc)))
     return problems
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
 from homepanel.core.auth import Session, require_session
 from homepanel.core.config import Settings
+from homepanel.core.errors import NotConfigured
 from homepanel.core.ratelimit import client_ip
 
 
@@ -22,3 +24,15 @@ def get_client_ip(request: Request) -> str:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ClientIp = Annotated[str, Depends(get_client_ip)]
 SessionDep = Annotated[Session, Depends(require_session)]
+
+
+def upstream(name: str, label: str, variable: str) -> Callable[[Request], Any]:
+    """A dependency yielding the client of upstream `name`, or 503 when it is not configured."""
+
+    def dependency(request: Request) -> Any:
+        client = request.app.state.upstreams.get(name)
+        if client is None:
+            raise NotConfigured(f"{label} is not configured: set {variable}")
+        return client
+
+    return dependency

@@ -9,6 +9,8 @@ the upstream one call). What an upstream's status codes *mean* is left to its ow
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import json
 import logging
 import ssl
@@ -16,15 +18,18 @@ import time
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx2
+from pydantic import SecretStr, TypeAdapter, ValidationError
 
-from homepanel.core.errors import ApiError, UpstreamError, UpstreamTimeout
+from homepanel.core.errors import ApiError, NotFound, UpstreamError, UpstreamTimeout
 
 logger = logging.getLogger(__name__)
 
 Params = Mapping[str, str | int | float]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +45,38 @@ class UpstreamResponse:
     @property
     def ok(self) -> bool:
         return 200 <= self.status_code < 300
+
+    def message(self) -> str:
+        """The upstream's own words about an error, from its JSON body or the reason phrase."""
+        if "text/html" in self.headers.get("content-type", ""):
+            return "an HTML error page"
+        body: Any = None
+        with contextlib.suppress(ValueError):
+            body = json.loads(self.content)
+        if isinstance(body, dict):
+            for key in ("message", "detail", "error"):
+                if isinstance(body.get(key), str) and body[key].strip():
+                    return body[key].strip().splitlines()[0][:300]
+        return self.reason or f"HTTP {self.status_code}"
+
+    def raise_for_status(self, *, credentials: str, not_found: str | None = None) -> None:
+        """Map a non-2xx answer to our errors.
+
+        401/403 mean the backend's own credentials are wrong (never the browser's fault): a 502
+        that names the variables to fix. 404 becomes ours only when the caller says what was
+        not found; anything else is a broken upstream.
+        """
+        if self.ok:
+            return
+        if self.status_code in (401, 403):
+            raise UpstreamError(
+                f"{self.service} rejected the backend's credentials ({self.message()}): "
+                f"check {credentials}",
+                error_code="UPSTREAM_AUTH_FAILED",
+            )
+        if self.status_code == 404 and not_found is not None:
+            raise NotFound(not_found)
+        raise UpstreamError(f"{self.service} answered {self.status_code}: {self.message()}")
 
     def json(self) -> Any:
         """The body as JSON, or 502: an upstream answering HTML or garbage is a broken upstream."""
@@ -59,6 +96,21 @@ class UpstreamResponse:
             ) from None
 
 
+@functools.cache
+def _adapter(kind: Any) -> TypeAdapter[Any]:
+    return TypeAdapter(kind)
+
+
+def parse_as(kind: type[T], data: Any, service: str) -> T:
+    """Validate upstream data against our model of it; a mismatch is a broken upstream (502)."""
+    try:
+        return _adapter(kind).validate_python(data)
+    except ValidationError:
+        raise UpstreamError(
+            f"{service} answered in an unexpected format", error_code="UPSTREAM_BAD_RESPONSE"
+        ) from None
+
+
 def tls_verify(choice: bool | Path) -> bool | ssl.SSLContext:
     """`True`/`False`, or pin a self-signed host's CA file (Proxmox's `pve-root-ca.pem`).
 
@@ -70,6 +122,18 @@ def tls_verify(choice: bool | Path) -> bool | ssl.SSLContext:
     context = ssl.create_default_context(cafile=str(choice))
     context.check_hostname = False
     return context
+
+
+def basic_auth(username: str | None, password: SecretStr | None) -> tuple[str, str] | None:
+    """httpx2's Basic auth pair, or None when no user is configured."""
+    if not username:
+        return None
+    return (username, password.get_secret_value() if password is not None else "")
+
+
+def path_segments(name: str) -> str:
+    """`main/kitchen/light` -> each segment percent-encoded, the slashes kept as separators."""
+    return "/".join(quote(segment, safe="") for segment in name.split("/"))
 
 
 class SingleFlight:
@@ -123,9 +187,11 @@ class UpstreamClient:
         headers: Mapping[str, str] | None = None,
         auth: httpx2.Auth | tuple[str, str] | None = None,
         verify: bool | Path = True,
+        credentials: str = "",
     ) -> None:
         self.service = service
         self.timeout = timeout
+        self.credentials = credentials  # the variables to fix when the upstream refuses us
         self._client = httpx2.AsyncClient(
             base_url=base_url,
             headers=headers,
@@ -136,10 +202,45 @@ class UpstreamClient:
         )
         self._single_flight = SingleFlight()
 
-    async def get(self, path: str, params: Params | None = None) -> UpstreamResponse:
-        """GET, coalesced with any identical GET already in flight."""
+    async def get(
+        self, path: str, params: Params | None = None, headers: Mapping[str, str] | None = None
+    ) -> UpstreamResponse:
+        """GET, coalesced with any identical GET already in flight (`headers` are not part of
+        the identity: they carry the backend's own credentials, the same for every caller)."""
         key = (path, tuple(sorted((params or {}).items())))
-        return await self._single_flight.run(key, lambda: self.request("GET", path, params=params))
+        return await self._single_flight.run(
+            key, lambda: self.request("GET", path, params=params, headers=headers)
+        )
+
+    async def get_json(
+        self,
+        kind: type[T],
+        path: str,
+        params: Params | None = None,
+        *,
+        not_found: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> T:
+        """A coalesced GET whose 2xx JSON answer is validated as `kind`."""
+        response = await self.get(path, params, headers=headers)
+        response.raise_for_status(credentials=self.credentials, not_found=not_found)
+        return parse_as(kind, response.json(), self.service)
+
+    async def send_json(
+        self,
+        kind: type[T],
+        method: str,
+        path: str,
+        *,
+        params: Params | None = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        not_found: str | None = None,
+    ) -> T:
+        """A state-changing call (never coalesced) whose JSON answer is validated as `kind`."""
+        response = await self.request(method, path, params=params, content=content, headers=headers)
+        response.raise_for_status(credentials=self.credentials, not_found=not_found)
+        return parse_as(kind, response.json(), self.service)
 
     async def request(
         self,
@@ -148,10 +249,14 @@ class UpstreamClient:
         *,
         params: Params | None = None,
         json: Any = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> UpstreamResponse:
         started = time.perf_counter()
         try:
-            response = await self._client.request(method, path, params=params, json=json)
+            response = await self._client.request(
+                method, path, params=params, json=json, content=content, headers=headers
+            )
         except httpx2.HTTPError as exc:
             raise self._transport_error(exc) from None
         elapsed_ms = (time.perf_counter() - started) * 1000

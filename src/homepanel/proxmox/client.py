@@ -10,14 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote
-
-from pydantic import TypeAdapter, ValidationError
 
 from homepanel.core.config import ProxmoxServer
 from homepanel.core.errors import Conflict, NotFound, UpstreamError
-from homepanel.core.http import UpstreamClient, UpstreamResponse
+from homepanel.core.http import UpstreamClient, UpstreamResponse, parse_as
 from homepanel.proxmox.schemas import (
     GuestType,
     PowerAction,
@@ -31,11 +29,6 @@ TIMEOUT = 10.0
 # errors.upid "no such task" for tasks.
 _MISSING = re.compile(r"does not exist|no such task|unable to find configuration", re.IGNORECASE)
 _PERMISSION = re.compile(r"Permission check failed \((?P<path>[^,]+), (?P<privilege>[^)]+)\)")
-_NODE_STATUS = TypeAdapter(PveNodeStatus)
-_GUESTS = TypeAdapter(list[PveGuest])
-_GUEST = TypeAdapter(PveGuest)
-_TASK = TypeAdapter(PveTask)
-T = TypeVar("T")
 
 
 def _message(response: UpstreamResponse) -> str:
@@ -83,7 +76,7 @@ class ProxmoxClient:
     # --- reads -----------------------------------------------------------------------------
 
     async def node_status(self) -> PveNodeStatus:
-        return _parse(_NODE_STATUS, await self._get(f"{self._node_path}/status"), self.label)
+        return parse_as(PveNodeStatus, await self._get(f"{self._node_path}/status"), self.label)
 
     async def guests(self) -> list[tuple[GuestType, PveGuest]]:
         """qemu and lxc guests, merged and sorted by vmid (two calls, made in parallel)."""
@@ -91,8 +84,8 @@ class ProxmoxClient:
             self._get(f"{self._node_path}/qemu"), self._get(f"{self._node_path}/lxc")
         )
         merged: list[tuple[GuestType, PveGuest]] = [
-            *(("qemu", g) for g in _parse(_GUESTS, qemu, self.label)),
-            *(("lxc", g) for g in _parse(_GUESTS, lxc, self.label)),
+            *(("qemu", g) for g in parse_as(list[PveGuest], qemu, self.label)),
+            *(("lxc", g) for g in parse_as(list[PveGuest], lxc, self.label)),
         ]
         return sorted(merged, key=lambda item: item[1].vmid)
 
@@ -106,11 +99,11 @@ class ProxmoxClient:
     async def guest_status(self, vmid: int) -> tuple[GuestType, PveGuest]:
         guest_type = await self.guest_type(vmid)
         data = await self._get(f"{self._node_path}/{guest_type}/{vmid}/status/current")
-        return guest_type, _parse(_GUEST, data, self.label)
+        return guest_type, parse_as(PveGuest, data, self.label)
 
     async def task(self, upid: str) -> PveTask:
         data = await self._get(f"{self._node_path}/tasks/{quote(upid, safe='')}/status")
-        return _parse(_TASK, data, self.label)
+        return parse_as(PveTask, data, self.label)
 
     # --- actions ---------------------------------------------------------------------------
 
@@ -178,12 +171,3 @@ class ProxmoxClient:
             f"the token in Datacenter > Permissions (a token with privilege separation has no "
             f"rights of its own)"
         )
-
-
-def _parse(adapter: TypeAdapter[T], data: Any, label: str) -> T:
-    try:
-        return adapter.validate_python(data)
-    except ValidationError:
-        raise UpstreamError(
-            f"{label} answered in an unexpected format", error_code="UPSTREAM_BAD_RESPONSE"
-        ) from None

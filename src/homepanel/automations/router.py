@@ -1,0 +1,60 @@
+"""`/api/automations/...`: list, detail and start/stop/restart.
+
+`name` is an automation name, which contains `/` (`main/kitchen/motion_light`), or a container
+name; both are matched by one strict pattern before any upstream URL is built.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path
+
+from homepanel.automations.client import AutomationClient
+from homepanel.automations.schemas import (
+    NAME_PATTERN,
+    Automation,
+    AutomationList,
+    ControlAction,
+    ControlResult,
+)
+from homepanel.core.auth import require_session
+from homepanel.core.deps import upstream
+from homepanel.core.errors import ErrorResponse
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(
+    prefix="/api/automations",
+    tags=["automations"],
+    dependencies=[Depends(require_session)],
+    responses={code: {"model": ErrorResponse} for code in (401, 404, 422, 502, 503, 504)},
+)
+Automations = Annotated[
+    AutomationClient,
+    Depends(upstream("automations", "The Automation API", "AUTOMATION_API_URL")),
+]
+Name = Annotated[
+    str, Path(pattern=NAME_PATTERN, description="automation name (may contain /) or container")
+]
+
+
+@router.get("")
+async def list_automations(automations: Automations) -> AutomationList:
+    return await automations.automations()
+
+
+@router.post("/{name:path}/{action}")
+async def control_automation(
+    automations: Automations, name: Name, action: ControlAction
+) -> ControlResult:
+    """Start, stop or restart an automation's container."""
+    result = await automations.control(name, action)
+    logger.info("Automation %s: %s -> %s", name, action.value, result.new_status)
+    return result
+
+
+@router.get("/{name:path}")
+async def automation_detail(automations: Automations, name: Name) -> Automation:
+    return await automations.automation(name)
