@@ -80,6 +80,14 @@ def test_demo_serves_the_simulated_lab(
         while api.get(f"/api/proxmox/nas/vm/{stopped['vmid']}").json()["status"] != "running":
             assert time.monotonic() < deadline, "the started guest never ran"
             time.sleep(0.2)
+        snapshot = api.get("/api/frigate/camera/cam-doorbell/snapshot")
+        assert (
+            snapshot.headers["content-type"] == "image/jpeg" and snapshot.content[:2] == b"\xff\xd8"
+        )
+        assert api.get("/api/frigate/events").json()["events"]
+        assert api.get("/api/mqtt/topics").json()["topics"]
+        assert api.get("/api/automations").json()["total"] >= 10
+        assert api.get("/api/ai/processes").json()["count"] == 0
     assert (tmp_path / "data" / "jwt_secret").is_file()
     assert (tmp_path / "logs" / "backend.log").is_file()
 

@@ -16,6 +16,7 @@ from homepanel.core.logging import redact
 from tests.harness import ACCESS_TOKEN, AppServer, RunningLab, lab_settings
 
 ROOT = Path(__file__).resolve().parent.parent
+PAYLOAD_SECRET = "payload-value-4471-never-logged"
 
 
 @pytest.mark.parametrize(
@@ -59,6 +60,20 @@ def test_no_secret_reaches_the_log_after_a_full_run(
         ):
             client.get(path, headers=headers)
         client.get(f"/api/proxmox/servers?token={jwts[0]}")
+        for path in (
+            "/api/frigate/cameras",
+            "/api/frigate/events",
+            "/api/mqtt/topics",
+            "/api/automations",
+            "/api/ai/processes",
+        ):
+            client.get(path, headers=headers)
+        client.post(
+            "/api/mqtt/publish",
+            headers=headers,
+            json={"topic": "home/door/code", "payload": {"pin": PAYLOAD_SECRET}},
+        )
+        client.post("/api/automations/main/kitchen/motion_light/restart", headers=headers)
         client.post("/api/proxmox/nas/vm/999/restart", headers=headers)
         cookie_jwt = server.login()
         jwts.append(cookie_jwt)
@@ -73,6 +88,9 @@ def test_no_secret_reaches_the_log_after_a_full_run(
     secret_file = (settings.data_dir / "jwt_secret").read_text().strip()
     secrets = [ACCESS_TOKEN, secret_file, wrong_pve_token, wrong_pve_token.rsplit("=", 1)[1], *jwts]
     secrets += [host.token for host in lab.proxmox.values()]
+    secrets += [password for _, password in lab.users.values()]
+    secrets.append(PAYLOAD_SECRET)
+    assert "Published to home/door/code" in log
     secrets += [host.token.rsplit("=", 1)[1] for host in lab.proxmox.values()]
     for secret in secrets:
         assert secret not in log

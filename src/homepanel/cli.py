@@ -100,7 +100,12 @@ def demo(args: argparse.Namespace) -> int:
             f'  export AUTH="Authorization: Bearer {jwt}"\n'
             f'  curl -H "$AUTH" {base}/api/proxmox/servers\n'
             f'  curl -H "$AUTH" {base}/api/proxmox/nas/vms\n'
-            f'  curl -X POST -H "$AUTH" {base}/api/proxmox/nas/vm/100/start\n',
+            f'  curl -X POST -H "$AUTH" {base}/api/proxmox/nas/vm/100/start\n'
+            f'  curl -H "$AUTH" {base}/api/frigate/events\n'
+            f'  curl -H "$AUTH" -o doorbell.jpg {base}/api/frigate/camera/cam-doorbell/snapshot\n'
+            f'  curl -H "$AUTH" {base}/api/automations/main/kitchen/motion_light\n'
+            f"In a browser, log in once (POST /api/auth/login from {base}/docs sets the cookie),\n"
+            f"then open {base}/api/frigate/camera/cam-doorbell/snapshot\n",
             flush=True,
         )
 

@@ -14,7 +14,7 @@ import httpx2
 import pytest
 from aiohttp import web
 
-from homepanel.simulator import mqtt
+from homepanel.simulator import faults, mqtt
 from homepanel.simulator.mqtt import MqttApi
 
 USER, PASSWORD = "admin", "test"
@@ -270,7 +270,7 @@ async def test_devices_keep_reporting(sim: Sim) -> None:
 async def test_an_idle_stream_sends_keepalive_comments(
     quiet: Sim, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(mqtt, "KEEPALIVE", 0.05)
+    monkeypatch.setattr(faults, "KEEPALIVE", 0.05)
     async with quiet.client.stream("GET", "/api/v1/stream") as stream:
         lines = stream.aiter_lines()
         assert await anext(lines) == ": keepalive"

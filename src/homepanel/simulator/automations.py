@@ -24,11 +24,15 @@ from typing import Any
 
 from aiohttp import web
 
-from homepanel.simulator.faults import SimulatedService, basic_auth
+from homepanel.simulator.faults import (
+    Frames,
+    SimulatedService,
+    basic_auth,
+    open_event_stream,
+    pump_events,
+)
 
-KEEPALIVE = 15.0  # seconds of silence before a stream sends a comment line
 DEFAULT_LINES = 100
-_POLL = 0.05  # how often an idle stream checks whether its client is still there
 _HISTORY = 200  # log lines each automation has written before the simulator starts
 _LOG_LIMIT = 1000  # log lines kept per automation
 _ERROR_RATE = 0.03  # share of an automation's steps that fail
@@ -40,7 +44,6 @@ _MESSAGES = {
     "restart": "Контейнер перезапущен",
 }
 
-Frames = asyncio.Queue[bytes | None]  # SSE frames for one stream; None ends it
 Entry = tuple[str, str]  # (level, message) of one log line
 
 
@@ -62,7 +65,7 @@ class _Spec:
         return "automation-" + self.name.replace("/", "-")
 
 
-SPECS = (
+_SPECS = (
     _Spec(
         "monitor",
         "monitor",
@@ -309,32 +312,6 @@ def _not_found() -> web.Response:
     return web.json_response({"detail": "Automation not found"}, status=404)
 
 
-async def _open_event_stream(request: web.Request) -> web.StreamResponse:
-    response = web.StreamResponse(headers={"Cache-Control": "no-cache"})
-    response.content_type = "text/event-stream"
-    response.charset = "utf-8"
-    await response.prepare(request)
-    return response
-
-
-async def _pump(request: web.Request, response: web.StreamResponse, frames: Frames) -> None:
-    """Send queued frames until a None arrives or the client has gone; comment while idle."""
-    loop = asyncio.get_running_loop()
-    quiet_since = loop.time()
-    while request.transport is not None and not request.transport.is_closing():
-        try:
-            frame = await asyncio.wait_for(frames.get(), _POLL)
-        except TimeoutError:
-            if loop.time() - quiet_since < KEEPALIVE:
-                continue
-            frame = b": keepalive\n\n"
-        if frame is None:
-            return
-        with contextlib.suppress(ConnectionResetError):  # the client left mid-write
-            await response.write(frame)
-        quiet_since = loop.time()
-
-
 class AutomationApi(SimulatedService):
     """The Automation API with 11 automations. Serve :meth:`app` over HTTP to use it."""
 
@@ -346,10 +323,10 @@ class AutomationApi(SimulatedService):
         self.password = password
         self.seed = seed
         self.log_interval = log_interval
-        self._tails: dict[str, set[Frames]] = {spec.name: set() for spec in SPECS}
+        self._tails: dict[str, set[Frames]] = {spec.name: set() for spec in _SPECS}
         rng = random.Random(f"{seed}:automations")
         now = time.time()
-        self._initial = [_deploy(spec, rng, now) for spec in SPECS]
+        self._initial = [_deploy(spec, rng, now) for spec in _SPECS]
         self.reset()
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -509,8 +486,8 @@ class AutomationApi(SimulatedService):
         else:
             frames.put_nowait(None)
         try:
-            response = await _open_event_stream(request)
-            await _pump(request, response, frames)
+            response = await open_event_stream(request)
+            await pump_events(request, response, frames)
             return response
         finally:
             tails.discard(frames)

@@ -24,7 +24,9 @@ HTML_PAGE = (
     "<body><h1>Login required</h1><p>Please sign in to continue.</p></body></html>\n"
 )
 GARBAGE = b'{"data": [ not json'
-_HANG_POLL = 0.05  # how often a hanging request checks whether its client is still there
+_HANG_POLL = 0.05  # how often a hanging request or idle stream checks for its client
+KEEPALIVE = 15.0  # seconds of silence before an event stream sends a comment line
+Frames = asyncio.Queue[bytes | None]  # Server-Sent Events frames for one stream; None ends it
 _STOPPING = web.AppKey("homepanel_sim_stopping", asyncio.Event)
 
 
@@ -135,6 +137,36 @@ def nginx_error(status: int) -> web.Response:
         content_type="text/html",
         headers={"Server": "nginx"},
     )
+
+
+async def open_event_stream(request: web.Request) -> web.StreamResponse:
+    """Start a Server-Sent Events answer: headers go out now, frames follow."""
+    response = web.StreamResponse(headers={"Cache-Control": "no-cache"})
+    response.content_type = "text/event-stream"
+    response.charset = "utf-8"
+    await response.prepare(request)
+    return response
+
+
+async def pump_events(request: web.Request, response: web.StreamResponse, frames: Frames) -> None:
+    """Send queued frames until a None arrives or the client has gone; comment while idle.
+
+    aiohttp does not cancel a handler whose client left, so an idle stream looks for itself.
+    """
+    loop = asyncio.get_running_loop()
+    quiet_since = loop.time()
+    while _connected(request):
+        try:
+            frame = await asyncio.wait_for(frames.get(), _HANG_POLL)
+        except TimeoutError:
+            if loop.time() - quiet_since < KEEPALIVE:
+                continue
+            frame = b": keepalive\n\n"
+        if frame is None:
+            return
+        with contextlib.suppress(ConnectionResetError):  # the client left mid-write
+            await response.write(frame)
+        quiet_since = loop.time()
 
 
 def _connected(request: web.Request) -> bool:

@@ -21,17 +21,20 @@ from typing import Any
 
 from aiohttp import web
 
-from homepanel.simulator.faults import SimulatedService, basic_auth
+from homepanel.simulator.faults import (
+    Frames,
+    SimulatedService,
+    basic_auth,
+    open_event_stream,
+    pump_events,
+)
 
 PREFIX = "zigbee2mqtt"
 BRIDGE_STATE = f"{PREFIX}/bridge/state"
-KEEPALIVE = 15.0  # seconds of silence before a stream sends a comment line
-_POLL = 0.05  # how often an idle stream checks whether its client is still there
 _REAL_CHANGE = 0.3  # share of reports that change state rather than just re-report it
 _REPORTER = web.AppKey("mqtt_reporter", asyncio.Task)
 
 State = dict[str, Any]
-Frames = asyncio.Queue[bytes | None]  # SSE frames for one stream; None ends it
 Coerce = Callable[[Any, Any], Any]  # (requested value, current value) -> new value or None
 
 
@@ -241,32 +244,6 @@ def _device_of_set_topic(path: str) -> str | None:
     return device if device != path and device in _DEVICE_KINDS else None
 
 
-async def _open_event_stream(request: web.Request) -> web.StreamResponse:
-    response = web.StreamResponse(headers={"Cache-Control": "no-cache"})
-    response.content_type = "text/event-stream"
-    response.charset = "utf-8"
-    await response.prepare(request)
-    return response
-
-
-async def _pump(request: web.Request, response: web.StreamResponse, frames: Frames) -> None:
-    """Send queued frames until a None arrives or the client has gone; comment while idle."""
-    loop = asyncio.get_running_loop()
-    quiet_since = loop.time()
-    while request.transport is not None and not request.transport.is_closing():
-        try:
-            frame = await asyncio.wait_for(frames.get(), _POLL)
-        except TimeoutError:
-            if loop.time() - quiet_since < KEEPALIVE:
-                continue
-            frame = b": keepalive\n\n"
-        if frame is None:
-            return
-        with contextlib.suppress(ConnectionResetError):  # the client left mid-write
-            await response.write(frame)
-        quiet_since = loop.time()
-
-
 class MqttApi(SimulatedService):
     """The MQTT API with ~40 zigbee2mqtt devices. Serve :meth:`app` over HTTP to use it."""
 
@@ -310,7 +287,7 @@ class MqttApi(SimulatedService):
         self._stamps: dict[str, datetime] = {}
         self.topics.clear()
         for topic, (payload, moment) in self._initial.items():
-            self._store(topic, payload, moment)
+            self._store(topic, dict(payload), moment)
             if topic != BRIDGE_STATE:
                 self._states[topic] = dict(payload)
 
@@ -427,8 +404,8 @@ class MqttApi(SimulatedService):
         self._streams[frames] = request  # counted before the client sees the headers
         self.stream_connects += 1
         try:
-            response = await _open_event_stream(request)
-            await _pump(request, response, frames)
+            response = await open_event_stream(request)
+            await pump_events(request, response, frames)
             return response
         finally:
             del self._streams[frames]
