@@ -94,3 +94,21 @@ def test_unconfigured_upstreams_are_503(custom_app: Callable[..., AppServer], pa
     with authed(server) as api:
         body = assert_error(api.get(path), 503, "NOT_CONFIGURED")
     assert "_URL" in body["detail"]
+
+
+@pytest.mark.parametrize(
+    ("module", "path"), [("mqtt", "/api/mqtt/topics"), ("ai", "/api/ai/processes")]
+)
+def test_slow_upstream_is_504(
+    custom_app: Callable[..., AppServer],
+    lab: Lab,
+    monkeypatch: pytest.MonkeyPatch,
+    module: str,
+    path: str,
+) -> None:
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module(f"homepanel.{module}.client"), "TIMEOUT", 0.5)
+    with authed(custom_app()) as api:
+        getattr(lab, module).faults.mode = "hang"
+        assert_error(api.get(path), 504, "UPSTREAM_TIMEOUT")
