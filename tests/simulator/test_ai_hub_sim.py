@@ -10,9 +10,9 @@ from typing import Any, NamedTuple
 
 import httpx2
 import pytest
-from aiohttp import web
 
 from homepanel.simulator.ai_hub import AiHub
+from tests.simulator.serving import served
 
 USER, PASSWORD = "admin", "hub-secret"
 STEP = 0.01  # seconds between two lines: a whole run takes about a tenth of a second
@@ -27,18 +27,11 @@ class Frame(NamedTuple):
 @asynccontextmanager
 async def serving(hub: AiHub) -> AsyncIterator[httpx2.AsyncClient]:
     """Serve the hub on an ephemeral 127.0.0.1 port; yield a client with the right credentials."""
-    runner = web.AppRunner(hub.app())
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        async with httpx2.AsyncClient(
-            base_url=f"http://127.0.0.1:{runner.addresses[0][1]}",
-            auth=(USER, PASSWORD),
-            trust_env=False,
-        ) as client:
-            yield client
-    finally:
-        await runner.cleanup()
+    async with (
+        served(hub.app()) as (url, _),
+        httpx2.AsyncClient(base_url=url, auth=(USER, PASSWORD), trust_env=False) as client,
+    ):
+        yield client
 
 
 @pytest.fixture

@@ -15,11 +15,11 @@ from typing import Any
 import httpx2
 import jwt
 import pytest
-from aiohttp import web
 from PIL import Image
 
 from homepanel.simulator import frigate
 from homepanel.simulator.frigate import Camera, FrigateServer, Version, demo_cameras
+from tests.simulator.serving import served
 
 EVENT_ID = re.compile(r"^(\d+\.\d{6})-[a-z0-9]{6}$")
 T0 = 1_733_184_000.0  # a multiple of 15 s, so stats snapshots start exactly here
@@ -54,15 +54,11 @@ def make_server(version: Version = "0.13", **options: Any) -> FrigateServer:
 @asynccontextmanager
 async def serving(server: FrigateServer, **client: Any) -> AsyncIterator[httpx2.AsyncClient]:
     """Serve the simulator on an ephemeral 127.0.0.1 port and hand out a client for it."""
-    runner = web.AppRunner(server.app())
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        base_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-        async with httpx2.AsyncClient(base_url=base_url, timeout=5, **client) as http:
-            yield http
-    finally:
-        await runner.cleanup()
+    async with (
+        served(server.app()) as (url, _),
+        httpx2.AsyncClient(base_url=url, timeout=5, **client) as http,
+    ):
+        yield http
 
 
 def decode_jpeg(data: bytes) -> Image.Image:

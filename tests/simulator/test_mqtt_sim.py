@@ -16,6 +16,7 @@ from aiohttp import web
 
 from homepanel.simulator import faults, mqtt
 from homepanel.simulator.mqtt import MqttApi
+from tests.simulator.serving import served
 
 USER, PASSWORD = "admin", "test"
 NAIVE_ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}$")
@@ -36,17 +37,11 @@ class Sim(NamedTuple):
 @asynccontextmanager
 async def simulated(api: MqttApi) -> AsyncIterator[Sim]:
     """Serve `api` over HTTP on an ephemeral 127.0.0.1 port, with a client that signs in."""
-    runner = web.AppRunner(api.app())
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        base_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-        async with httpx2.AsyncClient(
-            base_url=base_url, auth=(USER, PASSWORD), timeout=5
-        ) as client:
-            yield Sim(api, client, runner)
-    finally:
-        await runner.cleanup()
+    async with (
+        served(api.app()) as (url, runner),
+        httpx2.AsyncClient(base_url=url, auth=(USER, PASSWORD), timeout=5) as client,
+    ):
+        yield Sim(api, client, runner)
 
 
 @pytest.fixture

@@ -13,10 +13,10 @@ from urllib.parse import quote
 
 import httpx2
 import pytest
-from aiohttp import web
 
 from homepanel.simulator.proxmox import Flavor, Guest, ProxmoxHost, demo_hosts
 from homepanel.simulator.tls import TlsFiles, client_ssl_context, make_tls_files, server_ssl_context
+from tests.simulator.serving import served
 
 TOKEN = "root@pam!homepanel=3f6c2b1e-8d2a-4c1e-9b7a-0a1b2c3d4e5f"
 AUTH = f"PVEAPIToken={TOKEN}"
@@ -59,24 +59,12 @@ def make_host(flavor: Flavor, *, string_lxc_vmid: bool = False) -> ProxmoxHost:
 
 
 @asynccontextmanager
-async def running(host: ProxmoxHost, tls: TlsFiles) -> AsyncIterator[tuple[web.AppRunner, str]]:
-    """Serve the host over HTTPS on an ephemeral 127.0.0.1 port."""
-    runner = web.AppRunner(host.app())
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ssl_context(tls))
-        await site.start()
-        yield runner, f"https://127.0.0.1:{runner.addresses[0][1]}/api2/json"
-    finally:
-        await runner.cleanup()
-
-
-@asynccontextmanager
 async def simulated(host: ProxmoxHost, tls: TlsFiles) -> AsyncIterator[Sim]:
+    """Serve the host over HTTPS, with a client that carries the API token."""
     async with (
-        running(host, tls) as (_, base_url),
+        served(host.app(), server_ssl_context(tls)) as server,
         httpx2.AsyncClient(
-            base_url=base_url,
+            base_url=f"{server.url}/api2/json",
             headers={"Authorization": AUTH},
             verify=client_ssl_context(tls),
             timeout=5,
@@ -421,7 +409,8 @@ async def test_drop_closes_the_connection_without_an_answer(pve8: Sim) -> None:
 async def test_hang_never_answers_but_lets_the_server_stop(tls: TlsFiles) -> None:
     host = make_host("pve8")
     host.faults.mode = "hang"
-    async with running(host, tls) as (runner, base_url):
+    async with served(host.app(), server_ssl_context(tls)) as (url, runner):
+        base_url = f"{url}/api2/json"
         client = httpx2.AsyncClient(verify=client_ssl_context(tls), timeout=0.2)
         async with client:
             with pytest.raises(httpx2.ReadTimeout):

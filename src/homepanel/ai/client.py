@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from homepanel.ai.schemas import CancelResult, ProcessList
+import httpx2
+
+from homepanel.ai.schemas import CancelResult, ChatRequest, ProcessList
 from homepanel.core.config import Settings
 from homepanel.core.http import UpstreamClient, basic_auth, path_segments
 
-# The spec's 300 s is the gap allowed between chat events; the REST calls here answer at once.
+# The REST calls answer at once; a chat may think for the spec's 300 s between two events.
 TIMEOUT = 10.0
+CHAT_SILENCE = 300.0
 
 
 class AiClient:
@@ -26,6 +29,12 @@ class AiClient:
 
     async def processes(self) -> ProcessList:
         return await self._http.get_json(ProcessList, "/processes")
+
+    async def open_chat(self, chat: ChatRequest) -> httpx2.Response:
+        """The hub's `stream-json` SSE answer to one message, open; the caller relays it."""
+        return await self._http.open_stream(
+            "POST", "/chat", json=chat.model_dump(), read_timeout=CHAT_SILENCE
+        )
 
     async def cancel(self, process_id: str) -> CancelResult:
         """Stop a running chat; its Claude session stays and can be continued later."""

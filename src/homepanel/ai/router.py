@@ -5,13 +5,15 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Depends, Path, Request
 
 from homepanel.ai.client import AiClient
-from homepanel.ai.schemas import PROCESS_ID, CancelResult, ProcessList
+from homepanel.ai.schemas import PROCESS_ID, CancelResult, ChatRequest, ProcessList
 from homepanel.core.auth import require_session
-from homepanel.core.deps import upstream
+from homepanel.core.deps import ClientIp, SettingsDep, upstream
 from homepanel.core.errors import ErrorResponse
+from homepanel.core.ratelimit import RateLimiter
+from homepanel.streams.sse import RelayResponse
 
 logger = logging.getLogger(__name__)
 
@@ -19,9 +21,27 @@ router = APIRouter(
     prefix="/api/ai",
     tags=["ai"],
     dependencies=[Depends(require_session)],
-    responses={code: {"model": ErrorResponse} for code in (401, 404, 422, 502, 503, 504)},
+    responses={code: {"model": ErrorResponse} for code in (401, 404, 422, 429, 502, 503, 504)},
 )
 Ai = Annotated[AiClient, Depends(upstream("ai", "The AI hub", "AI_HUB_URL"))]
+
+
+@router.post(
+    "/chat",
+    response_class=RelayResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "stream-json events"}},
+)
+async def chat(
+    ai: Ai, body: ChatRequest, request: Request, ip: ClientIp, settings: SettingsDep
+) -> RelayResponse:
+    """Send a message; the hub's `stream-json` events come back unmodified as `event: message`,
+    then `event: done` with the `process_id` (use it to cancel). Keep the `session_id` of the
+    first `system`/`init` event to continue the conversation."""
+    limiter: RateLimiter = request.app.state.rate_limiter
+    await limiter.hit(settings.rate_limit_ai, "ai", ip)
+    upstream_response = await ai.open_chat(body)
+    logger.info("AI chat started (session %s)", body.session_id or "new")
+    return RelayResponse(upstream_response, "AI hub")
 
 
 @router.get("/processes")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import httpx2
+
 from homepanel.automations.schemas import Automation, AutomationList, ControlAction, ControlResult
 from homepanel.core.config import Settings
 from homepanel.core.http import UpstreamClient, basic_auth, path_segments
 
 TIMEOUT = 5.0
+LOG_SILENCE = 60.0  # the Automation API sends a keep-alive every 15 s
 
 
 class AutomationClient:
@@ -36,6 +39,16 @@ class AutomationClient:
             ControlResult,
             "POST",
             f"/api/control/{path_segments(name)}/{action.value}",
+            not_found=_unknown(name),
+        )
+
+    async def open_logs(self, name: str, lines: int) -> httpx2.Response:
+        """The upstream log stream (SSE), open; the caller relays and closes it."""
+        return await self._http.open_stream(
+            "GET",
+            f"/api/logs/{path_segments(name)}",
+            params={"lines": lines},
+            read_timeout=LOG_SILENCE,
             not_found=_unknown(name),
         )
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Depends, Path, Query
 
 from homepanel.automations.client import AutomationClient
 from homepanel.automations.schemas import (
@@ -22,6 +22,7 @@ from homepanel.automations.schemas import (
 from homepanel.core.auth import require_session
 from homepanel.core.deps import upstream
 from homepanel.core.errors import ErrorResponse
+from homepanel.streams.sse import RelayResponse
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,21 @@ Name = Annotated[
 @router.get("")
 async def list_automations(automations: Automations) -> AutomationList:
     return await automations.automations()
+
+
+@router.get(
+    "/{name:path}/logs",
+    response_class=RelayResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "`event: log`"}},
+)
+async def automation_logs(
+    automations: Automations,
+    name: Name,
+    lines: Annotated[int, Query(ge=1, le=10000, description="lines of history first")] = 100,
+) -> RelayResponse:
+    """The automation's log, live: the Automation API's stream passed through unmodified."""
+    upstream = await automations.open_logs(name, lines)
+    return RelayResponse(upstream, "Automation API")
 
 
 @router.post("/{name:path}/{action}")

@@ -15,13 +15,14 @@ import json
 import logging
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Hashable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx2
+from httpx2 import EventSource
 from pydantic import SecretStr, TypeAdapter, ValidationError
 
 from homepanel.core.errors import ApiError, NotFound, UpstreamError, UpstreamTimeout
@@ -124,6 +125,10 @@ def tls_verify(choice: bool | Path) -> bool | ssl.SSLContext:
     return context
 
 
+def _stream_timeout(read: float) -> httpx2.Timeout:
+    return httpx2.Timeout(connect=5.0, read=read, write=10.0, pool=5.0)
+
+
 def basic_auth(username: str | None, password: SecretStr | None) -> tuple[str, str] | None:
     """httpx2's Basic auth pair, or None when no user is configured."""
     if not username:
@@ -192,13 +197,22 @@ class UpstreamClient:
         self.service = service
         self.timeout = timeout
         self.credentials = credentials  # the variables to fix when the upstream refuses us
+        common: dict[str, Any] = {
+            "base_url": base_url,
+            "headers": headers,
+            "auth": auth,
+            "verify": tls_verify(verify),
+            "follow_redirects": False,
+        }
         self._client = httpx2.AsyncClient(
-            base_url=base_url,
-            headers=headers,
-            auth=auth,
-            verify=tls_verify(verify),
-            timeout=httpx2.Timeout(timeout, connect=min(timeout, 5.0)),
-            follow_redirects=False,
+            timeout=httpx2.Timeout(timeout, connect=min(timeout, 5.0)), **common
+        )
+        # Long-lived streams get their own pool, so a burst of open log tails can never make
+        # REST calls wait for a connection.
+        self._streams = httpx2.AsyncClient(
+            timeout=httpx2.Timeout(None, connect=5.0),
+            # Relayed bytes must be the event bytes, not a compressed form of them.
+            **(common | {"headers": {**(headers or {}), "Accept-Encoding": "identity"}}),
         )
         self._single_flight = SingleFlight()
 
@@ -300,5 +314,60 @@ class UpstreamClient:
             error_code="UPSTREAM_UNREACHABLE",
         )
 
+    async def open_stream(
+        self,
+        method: str,
+        path: str,
+        *,
+        read_timeout: float,
+        params: Params | None = None,
+        json: Any = None,
+        not_found: str | None = None,
+    ) -> httpx2.Response:
+        """Start a streaming request; errors surface here, before any byte reaches a browser.
+
+        `read_timeout` is the longest silence allowed between two chunks. The caller owns the
+        returned open response and must close it.
+        """
+        request = self._streams.build_request(
+            method, path, params=params, json=json, timeout=_stream_timeout(read_timeout)
+        )
+        try:
+            response = await self._streams.send(request, stream=True)
+        except httpx2.HTTPError as exc:
+            raise self._transport_error(exc) from None
+        try:
+            await self._check_stream(response, not_found)
+        except BaseException:
+            await response.aclose()
+            raise
+        return response
+
+    @contextlib.asynccontextmanager
+    async def events(self, path: str, *, read_timeout: float) -> AsyncIterator[EventSource]:
+        """An upstream SSE stream, parsed into events (multi-line data joined, comments dropped)."""
+        try:
+            async with self._streams.sse(path, timeout=_stream_timeout(read_timeout)) as source:
+                await self._check_stream(source.response, None)
+                yield source
+        except httpx2.HTTPError as exc:
+            raise self._transport_error(exc) from None
+
+    async def _check_stream(self, response: httpx2.Response, not_found: str | None) -> None:
+        if response.is_success and response.headers.get("content-type", "").startswith(
+            "text/event-stream"
+        ):
+            return
+        content = await response.aread() if not response.is_success else b""
+        answer = UpstreamResponse(
+            self.service, response.status_code, response.reason_phrase, response.headers, content
+        )
+        answer.raise_for_status(credentials=self.credentials, not_found=not_found)
+        raise UpstreamError(
+            f"{self.service} answered a stream request with something other than events",
+            error_code="UPSTREAM_BAD_RESPONSE",
+        )
+
     async def aclose(self) -> None:
         await self._client.aclose()
+        await self._streams.aclose()

@@ -1,16 +1,29 @@
-"""Talks to the MQTT API (an HTTP wrapper around the broker) with Basic auth."""
+"""Talks to the MQTT API (an HTTP wrapper around the broker) with Basic auth.
+
+Its live stream is read by one hub for the whole backend; the hub's subscribers are every
+browser tab (and, later, the device-state tracker).
+"""
 
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
 
 from pydantic import JsonValue
 
 from homepanel.core.config import Settings
 from homepanel.core.http import UpstreamClient, basic_auth
 from homepanel.mqtt.schemas import TopicList
+from homepanel.streams.hub import StreamHub
+
+logger = logging.getLogger(__name__)
 
 TIMEOUT = 5.0
+# The MQTT API sends a keep-alive every 15 s: three missed ones mean the stream is dead.
+STREAM_SILENCE = 45.0
 
 
 class MqttClient:
@@ -23,8 +36,10 @@ class MqttClient:
             auth=basic_auth(settings.mqtt_api_username, settings.mqtt_api_password),
             credentials="MQTT_API_USERNAME / MQTT_API_PASSWORD",
         )
+        self.hub = StreamHub("MQTT API", self.messages, event="mqtt")
 
     async def aclose(self) -> None:
+        await self.hub.close()
         await self._http.aclose()
 
     async def topics(self) -> TopicList:
@@ -45,3 +60,41 @@ class MqttClient:
             content=json.dumps(payload).encode(),
             headers={"Content-Type": "application/json"},
         )
+
+    async def messages(self) -> AsyncIterator[dict[str, Any]]:
+        """One connection to `/api/v1/stream`, as `{"topic", "payload", "timestamp"}` dicts.
+
+        Any event name is accepted; an event without a usable topic is skipped.
+        """
+        async with self._http.events("/api/v1/stream", read_timeout=STREAM_SILENCE) as events:
+            logger.info("MQTT API stream connected")
+            async for event in events:
+                message = _message(event.data)
+                if message is None:
+                    logger.debug("Skipped an MQTT API event without a topic")
+                    continue
+                yield message
+
+
+def _message(data: str) -> dict[str, Any] | None:
+    try:
+        body = json.loads(data)
+    except ValueError:
+        return None
+    if not isinstance(body, dict) or not isinstance(body.get("topic"), str):
+        return None
+    return {
+        "topic": body["topic"],
+        "payload": _payload(body.get("payload")),
+        "timestamp": body.get("timestamp") or datetime.now().isoformat(),
+    }
+
+
+def _payload(value: Any) -> Any:
+    """A payload that arrives as a JSON text is decoded; any other string stays a string."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value

@@ -5,13 +5,15 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Header
+from sse_starlette import EventSourceResponse
 
 from homepanel.core.auth import require_session
 from homepanel.core.deps import upstream
 from homepanel.core.errors import ErrorResponse
 from homepanel.mqtt.client import MqttClient
 from homepanel.mqtt.schemas import PublishRequest, PublishResult, TopicList
+from homepanel.streams.sse import hub_stream
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +30,25 @@ Mqtt = Annotated[MqttClient, Depends(upstream("mqtt", "The MQTT API", "MQTT_API_
 async def list_topics(mqtt: Mqtt) -> TopicList:
     """Every topic's last payload, as the MQTT API reports them."""
     return await mqtt.topics()
+
+
+@router.get(
+    "/stream",
+    response_class=EventSourceResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "`event: mqtt`"}},
+)
+async def mqtt_stream(
+    mqtt: Mqtt,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=64)] = None,
+) -> EventSourceResponse:
+    """Every MQTT message as `event: mqtt`, data `{"topic", "payload", "timestamp"}`.
+
+    All tabs share one upstream connection. Events carry `id:`; a reconnecting `EventSource`
+    sends `Last-Event-ID` and gets what it missed, or `event: resync` when that is too old
+    (then reload `/api/mqtt/topics`). A client too slow to keep up gets `resync` and is
+    disconnected.
+    """
+    return hub_stream(mqtt.hub, last_event_id)
 
 
 @router.post("/publish")
