@@ -169,6 +169,12 @@ def test_openapi_describes_every_endpoint_with_typed_models(app_server: AppServe
     assert expected <= set(operations)
     snapshot = operations.pop(("GET", "/api/frigate/camera/{name}/snapshot"))
     assert set(snapshot["responses"]["200"]["content"]) == {"image/jpeg"}
+    for stream in (
+        ("GET", "/api/mqtt/stream"),
+        ("GET", "/api/automations/{name}/logs"),
+        ("POST", "/api/ai/chat"),
+    ):
+        assert set(operations.pop(stream)["responses"]["200"]["content"]) == {"text/event-stream"}
     for key, operation in operations.items():
         success = operation["responses"]["200"]["content"]["application/json"]["schema"]
         assert "$ref" in success, key  # a named model, not "any JSON"

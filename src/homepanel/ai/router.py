@@ -29,6 +29,7 @@ Ai = Annotated[AiClient, Depends(upstream("ai", "The AI hub", "AI_HUB_URL"))]
 @router.post(
     "/chat",
     response_class=RelayResponse,
+    status_code=200,
     responses={200: {"content": {"text/event-stream": {}}, "description": "stream-json events"}},
 )
 async def chat(

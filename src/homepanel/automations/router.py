@@ -49,6 +49,7 @@ async def list_automations(automations: Automations) -> AutomationList:
 @router.get(
     "/{name:path}/logs",
     response_class=RelayResponse,
+    status_code=200,
     responses={200: {"content": {"text/event-stream": {}}, "description": "`event: log`"}},
 )
 async def automation_logs(

@@ -329,6 +329,11 @@ class AutomationApi(SimulatedService):
         self._initial = [_deploy(spec, rng, now) for spec in _SPECS]
         self.reset()
 
+    @property
+    def open_log_streams(self) -> int:
+        """How many `/api/logs/...` streams are open right now."""
+        return sum(len(tails) for tails in self._tails.values())
+
     # -- lifecycle -----------------------------------------------------------------------
 
     def app(self) -> web.Application:
