@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 import anyio
 import httpx2
 from sse_starlette import EventSourceResponse, ServerSentEvent
-from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from homepanel.streams.hub import StreamHub, Subscription
@@ -65,17 +64,18 @@ async def _hub_events(hub: StreamHub, subscription: Subscription) -> AsyncIterat
         hub.unsubscribe(subscription)
 
 
-class RelayResponse(StreamingResponse):
+class RelayResponse(EventSourceResponse):
     """Streams an open upstream SSE response to the browser, then closes it, always.
 
+    sse-starlette ends it on server shutdown and drops a stuck client; its pings are off.
     The upstream is closed when the stream ends, when the browser leaves, and also when the
-    browser left before the first byte (then Starlette never iterates the body).
+    browser left before the first byte (then the body is never iterated).
     """
 
     def __init__(self, upstream: httpx2.Response, service: str) -> None:
         self._upstream = upstream
         self._service = service
-        super().__init__(self._frames(), media_type="text/event-stream", headers=SSE_HEADERS)
+        super().__init__(self._frames(), headers=SSE_HEADERS, ping=0, send_timeout=SEND_TIMEOUT)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
