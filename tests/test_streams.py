@@ -304,7 +304,25 @@ class ScriptedUpstream:
         app = web.Application()
         app.router.add_get("/api/logs/{name:.+}", self._stream)
         app.router.add_post("/chat", self._stream)
+        app.router.add_get("/api/v1/stream", self._mqtt)
         return app
+
+    MQTT: ClassVar[bytes] = (
+        b": hello\n\n"
+        b'event: update\ndata: {"topic": "a/1",\ndata:  "payload": {"x": 1}}\n\n'  # multi-line
+        b"data: not json at all\n\n"  # no topic to file it under: skipped
+        b'data: {"topic": "a/2", "payload": "plain words"}\n\n'  # a non-JSON payload string
+        b'data: {"topic": "a/3", "payload": "{\\"on\\": true}"}\n\n'  # JSON sent as text
+        b'event: message\r\ndata: {"topic": "a/4", "payload": null, "timestamp": "T"}\r\n\r\n'
+    )
+
+    async def _mqtt(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for index in range(0, len(self.MQTT), 7):  # events split across many small chunks
+            await response.write(self.MQTT[index : index + 7])
+        await _until_client_leaves(request)
+        return response
 
     async def _stream(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -318,12 +336,17 @@ class ScriptedUpstream:
                     await response.write(b"event: log\ndata: half an ev")
                     request.transport.close()  # type: ignore[union-attr]
                     return response
-            while True:  # then silence, until the client leaves
-                await asyncio.sleep(0.05)
-                if request.transport is None or request.transport.is_closing():
-                    return response
+            await _until_client_leaves(request)  # then silence
+            return response
         finally:
             self.open -= 1
+
+
+async def _until_client_leaves(request: web.Request) -> None:
+    while True:
+        await asyncio.sleep(0.05)
+        if request.transport is None or request.transport.is_closing():
+            return
 
 
 @pytest.fixture(scope="module")
@@ -341,6 +364,20 @@ def scripted(running_lab: RunningLab) -> Any:
     yield upstream, url
     loop.run(runner.cleanup())
     loop.close()
+
+
+async def test_mqtt_stream_parsing_is_robust(custom_app: AppFactory, scripted: Any) -> None:
+    _, url = scripted
+    server = custom_app(MQTT_API_URL=url)
+    async with sse(server, "/api/mqtt/stream", jwt=server.login()) as events:
+        messages = [json.loads(event.data) for event in await take(events, 4)]
+    assert [(m["topic"], m["payload"]) for m in messages] == [
+        ("a/1", {"x": 1}),
+        ("a/2", "plain words"),
+        ("a/3", {"on": True}),
+        ("a/4", None),
+    ]
+    assert messages[3]["timestamp"] == "T" and messages[0]["timestamp"]  # ours when missing
 
 
 def relay_app(custom_app: AppFactory, url: str) -> AppServer:

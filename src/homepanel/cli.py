@@ -90,6 +90,9 @@ def demo(args: argparse.Namespace) -> int:
     def announce(app: FastAPI) -> None:
         base = f"http://{host}:{port}"
         jwt = app.state.tokens.issue()
+        lab = app.state.lab
+        cut_url = f"{lab.urls['mqtt']}/_sim/cut-streams"
+        mqtt_user = ":".join(lab.users["mqtt"])
         access_token = settings.access_token.get_secret_value()  # type: ignore[union-attr]
         print(
             f"\nHome Panel demo: a simulated home lab on 127.0.0.1\n"
@@ -105,7 +108,10 @@ def demo(args: argparse.Namespace) -> int:
             f'  curl -H "$AUTH" -o doorbell.jpg {base}/api/frigate/camera/cam-doorbell/snapshot\n'
             f'  curl -H "$AUTH" {base}/api/automations/main/kitchen/motion_light\n'
             f"In a browser, log in once (POST /api/auth/login from {base}/docs sets the cookie),\n"
-            f"then open {base}/api/frigate/camera/cam-doorbell/snapshot\n",
+            f"then open {base}/api/frigate/camera/cam-doorbell/snapshot\n"
+            f'Live MQTT events: curl -N -H "$AUTH" {base}/api/mqtt/stream\n'
+            f"Cut the simulated MQTT API's stream (the panel reconnects, tabs stay):\n"
+            f"  curl -X POST -u {mqtt_user} {cut_url}\n",
             flush=True,
         )
 

@@ -325,3 +325,13 @@ async def test_reset_brings_every_device_back(quiet: Sim) -> None:
     assert quiet.api.topics == initial
     assert quiet.api.faults.latency == 0
     assert quiet.api.requests == {}
+
+
+async def test_cut_streams_over_http(sim: Sim) -> None:
+    async with sim.client.stream("GET", "/api/v1/stream") as response:
+        assert sim.api.stream_connections == 1
+        cut = await sim.client.post("/_sim/cut-streams")
+        assert cut.json() == {"cut": 1}
+        with pytest.raises(httpx2.HTTPError):
+            async for _ in response.aiter_lines():
+                pass

@@ -273,6 +273,7 @@ class MqttApi(SimulatedService):
         app.router.add_get("/api/v1/topics", self._get_topics)
         app.router.add_post("/api/v1/topic", self._post_topic)
         app.router.add_get("/api/v1/stream", self._get_stream)
+        app.router.add_post("/_sim/cut-streams", self._post_cut_streams)
         app.on_startup.append(self._start_reporting)
         app.on_shutdown.append(self._end_streams)
         app.on_cleanup.append(self._stop_reporting)
@@ -297,6 +298,12 @@ class MqttApi(SimulatedService):
             if request.transport is not None:
                 request.transport.close()
             frames.put_nowait(None)
+
+    async def _post_cut_streams(self, request: web.Request) -> web.Response:
+        """The demo's handle on `cut_streams()`: `curl -u user:pass -X POST <url>`."""
+        cut = self.stream_connections
+        self.cut_streams()
+        return web.json_response({"cut": cut})
 
     def _initial_messages(self, now: datetime) -> dict[str, tuple[Any, datetime]]:
         """Each device's last report, some seconds to minutes ago; the bridge is online."""
