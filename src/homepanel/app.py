@@ -7,6 +7,7 @@ ordinary clients at it: there is no second, fake code path.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import time
@@ -21,27 +22,47 @@ from homepanel.ai.client import AiClient
 from homepanel.ai.router import router as ai_router
 from homepanel.auth.router import router as auth_router
 from homepanel.automations.client import AutomationClient
+from homepanel.automations.collector import AutomationCollector
 from homepanel.automations.router import router as automations_router
 from homepanel.core.auth import LoginLockout, TokenService, load_or_create_secret
 from homepanel.core.config import Settings
 from homepanel.core.errors import install_error_handlers
 from homepanel.core.ratelimit import RateLimiter
+from homepanel.core.schedule import SYSTEM_CLOCK, Clock, every
 from homepanel.frigate.client import FrigateClient
 from homepanel.frigate.router import router as frigate_router
 from homepanel.health.router import router as health_router
+from homepanel.metrics.router import router as metrics_router
 from homepanel.mqtt.client import MqttClient
 from homepanel.mqtt.router import router as mqtt_router
+from homepanel.mqtt.tracker import DeviceTracker
 from homepanel.proxmox.client import ProxmoxClient
+from homepanel.proxmox.collector import ProxmoxCollector
 from homepanel.proxmox.router import router as proxmox_router
 from homepanel.store.db import Database
+from homepanel.store.metrics import (
+    FIVE_MIN,
+    HOUR,
+    MINUTE,
+    RAW,
+    THIRTY_MIN,
+    MetricsStore,
+    Retention,
+)
 
 logger = logging.getLogger(__name__)
 
 Announce = Callable[[FastAPI], None]
 
 
-def create_app(settings: Settings, *, announce: Announce | None = None) -> FastAPI:
-    """The ASGI app for `settings`. `announce` runs once everything is open (the demo banner)."""
+MAINTENANCE_INTERVAL = 60  # seconds between roll-up and retention cycles
+
+
+def create_app(
+    settings: Settings, *, announce: Announce | None = None, clock: Clock = SYSTEM_CLOCK
+) -> FastAPI:
+    """The ASGI app for `settings`. `announce` runs once everything is open (the demo banner);
+    `clock` drives the collectors and the metrics queries (tests inject their own)."""
     if settings.access_token is None:
         raise ValueError("settings.access_token must be set before the app is created")
 
@@ -64,6 +85,7 @@ def create_app(settings: Settings, *, announce: Announce | None = None) -> FastA
     )
     app.state.settings = settings
     app.state.started_at = time.monotonic()
+    app.state.clock = clock
     app.state.trusted_networks = [
         ipaddress.ip_network(network, strict=False) for network in settings.trusted_proxies
     ]
@@ -83,7 +105,14 @@ def create_app(settings: Settings, *, announce: Announce | None = None) -> FastA
     )
     app.include_router(health_router)
     app.include_router(auth_router)
-    for router in (proxmox_router, frigate_router, mqtt_router, automations_router, ai_router):
+    for router in (
+        proxmox_router,
+        frigate_router,
+        mqtt_router,
+        automations_router,
+        ai_router,
+        metrics_router,
+    ):
         app.include_router(router)
     return app
 
@@ -129,3 +158,66 @@ async def _open(app: FastAPI, stack: AsyncExitStack) -> None:
             upstream = client_class(settings)
             stack.push_async_callback(upstream.aclose)
             app.state.upstreams[name] = upstream
+
+    app.state.metrics = MetricsStore(db, _retention(settings))
+    if settings.metrics_enabled:
+        # Pushed last, so stopped first: no job may outlive the clients and the database.
+        stack.push_async_callback(_stop, _start_jobs(app, settings))
+
+
+def _retention(settings: Settings) -> Retention:
+    return Retention(
+        tiers={
+            RAW: settings.metrics_retention_raw,
+            MINUTE: settings.metrics_retention_minute,
+            FIVE_MIN: settings.metrics_retention_five_min,
+            THIRTY_MIN: settings.metrics_retention_thirty_min,
+            HOUR: settings.metrics_retention_hour,
+        },
+        device_states=settings.metrics_retention_device_states,
+    )
+
+
+def _start_jobs(app: FastAPI, settings: Settings) -> list[asyncio.Task[None]]:
+    """The collectors, the device tracker and the roll-ups, as background tasks."""
+    clock: Clock = app.state.clock
+    store: MetricsStore = app.state.metrics
+    jobs = [every(MAINTENANCE_INTERVAL, store.maintain, name="metrics roll-up", clock=clock)]
+    if app.state.proxmox:
+        proxmox = ProxmoxCollector(app.state.proxmox.values(), store, clock)
+        jobs.append(
+            every(
+                settings.metrics_interval_servers,
+                proxmox.collect_servers,
+                name="server metrics",
+                clock=clock,
+            )
+        )
+        jobs.append(
+            every(
+                settings.metrics_interval_vms,
+                proxmox.collect_guests,
+                name="guest metrics",
+                clock=clock,
+            )
+        )
+    if (automations := app.state.upstreams.get("automations")) is not None:
+        collector = AutomationCollector(automations, store, clock)
+        jobs.append(
+            every(
+                settings.metrics_interval_automations,
+                collector.collect,
+                name="automation metrics",
+                clock=clock,
+            )
+        )
+    if (mqtt := app.state.upstreams.get("mqtt")) is not None:
+        tracker = DeviceTracker(mqtt.hub, store, settings.metrics_device_ignored_keys, clock)
+        jobs.append(tracker.run())
+    return [asyncio.create_task(job) for job in jobs]
+
+
+async def _stop(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

@@ -14,6 +14,7 @@ from urllib.parse import quote
 import httpx2
 import pytest
 
+from homepanel.simulator import proxmox
 from homepanel.simulator.proxmox import Flavor, Guest, ProxmoxHost, demo_hosts
 from homepanel.simulator.tls import TlsFiles, client_ssl_context, make_tls_files, server_ssl_context
 from tests.simulator.serving import served
@@ -25,6 +26,8 @@ UPID = re.compile(r"^UPID:[a-zA-Z0-9-]+:[0-9A-F]{8}:[0-9A-F]{8,9}:[0-9A-F]{8}:[^
 AUTH_DELAY = 0.05
 NO_QEMU_12345 = "Configuration file 'nodes/nas/qemu-server/12345.conf' does not exist"
 NO_LXC_12345 = "Configuration file 'nodes/nas/lxc/12345.conf' does not exist"
+AUDITOR = "audit@pve!panel=7d3c1f00-5b1e-4a7e-9d41-0c2f7e8a9b10"
+COUNTERS = ("netin", "netout", "diskread", "diskwrite")
 
 
 class Sim(NamedTuple):
@@ -119,6 +122,33 @@ async def run_task(client: httpx2.AsyncClient, kind: str, vmid: int, action: str
 
 def by_vmid(items: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
     return {int(item["vmid"]): item for item in items}
+
+
+def by_id(items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {item["id"]: item for item in items}
+
+
+class Clock:
+    """The simulator's wall clock, stopped, so that several requests see the same moment."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def time(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    stopped = Clock(time.time())
+    monkeypatch.setattr(proxmox, "time", stopped)
+    return stopped
+
+
+def as_auditor(host: ProxmoxHost, *privileges: str) -> dict[str, str]:
+    """Headers of a second token that holds only `privileges`."""
+    host.add_token(AUDITOR, privileges)
+    return {"Authorization": f"PVEAPIToken={AUDITOR}"}
 
 
 # -- transport and authentication -----------------------------------------------------------
@@ -375,7 +405,7 @@ async def test_stop_and_reboot_change_state_when_the_task_ends(pve9: Sim) -> Non
         ("POST", "/nodes/nas/qemu/999/status/restart"),
         ("POST", "/nodes/nas/lxc/105/status/reset"),
         ("GET", "/nodes/nas/qemu/999/status/start"),
-        ("GET", "/cluster/resources"),
+        ("GET", "/cluster/status"),
     ],
 )
 async def test_unknown_methods_are_501(pve9: Sim, method: str, path: str) -> None:
@@ -395,6 +425,308 @@ async def test_task_status_errors(pve8: Sim) -> None:
     response = await pve8.client.get(f"/nodes/nas/tasks/{quote(unknown, safe='')}/status")
     assert response.status_code == 400
     assert response.json()["errors"] == {"upid": "no such task"}
+
+
+# -- node rrddata ---------------------------------------------------------------------------
+
+RRD_NODE_FIELDS = {
+    "time",
+    "loadavg",
+    "maxcpu",
+    "cpu",
+    "iowait",
+    "memtotal",
+    "memused",
+    "swaptotal",
+    "swapused",
+    "roottotal",
+    "rootused",
+    "netin",
+    "netout",
+}
+RRD_PVE9_FIELDS = {
+    "memavailable",
+    "arcsize",
+    "pressurecpusome",
+    "pressureiosome",
+    "pressureiofull",
+    "pressurememorysome",
+    "pressurememoryfull",
+}
+
+
+@pytest.mark.parametrize(
+    ("flavor", "timeframe", "step", "count"),
+    [
+        ("pve8", "hour", 60, 70),
+        ("pve8", "day", 1800, 70),
+        ("pve8", "week", 3 * 3600, 70),
+        ("pve8", "month", 12 * 3600, 70),
+        ("pve8", "year", 7 * 86400, 70),
+        ("pve9", "hour", 60, 60),
+        ("pve9", "day", 60, 1440),
+        ("pve9", "week", 1800, 336),
+        ("pve9", "month", 1800, 1440),
+        ("pve9", "year", 6 * 3600, 1440),
+        ("pve9", "decade", 7 * 86400, 570),
+    ],
+)
+async def test_rrddata_rows_per_timeframe(
+    tls: TlsFiles, clock: Clock, flavor: Flavor, timeframe: str, step: int, count: int
+) -> None:
+    async with simulated(make_host(flavor), tls) as sim:
+        rows = await data(sim.client, f"/nodes/nas/rrddata?timeframe={timeframe}")
+    times = [row["time"] for row in rows]
+    assert len(rows) == count
+    assert times[-1] == int(clock.now) // step * step  # ends at the current step
+    assert times == list(range(times[0], times[-1] + 1, step))  # aligned, ascending, no holes
+    with_data = [row for row in rows if "netin" in row]
+    if flavor == "pve8":  # the step in progress is a gap: only "time"
+        assert rows[-1] == {"time": times[-1]}
+        assert with_data == rows[:-1]
+    else:  # PVE 9 pops that row
+        assert with_data == rows
+
+
+async def test_rrddata_fields_follow_the_node_status(pve8: Sim, pve9: Sim, clock: Clock) -> None:
+    status = await data(pve8.client, "/nodes/nas/status")
+    rows = (await data(pve8.client, "/nodes/nas/rrddata?timeframe=hour&cf=AVERAGE"))[:-1]
+    assert all(set(row) == RRD_NODE_FIELDS for row in rows)
+    newest = rows[-1]
+    assert (newest["maxcpu"], newest["memtotal"]) == (12, status["memory"]["total"])
+    assert (newest["swaptotal"], newest["swapused"]) == (
+        status["swap"]["total"],
+        status["swap"]["used"],
+    )
+    assert (newest["roottotal"], newest["rootused"]) == (
+        status["rootfs"]["total"],
+        status["rootfs"]["used"],
+    )
+    for row in rows:
+        assert 0 <= row["cpu"] <= 1 and 0 < row["memused"] < row["memtotal"]
+        assert row["loadavg"] == pytest.approx(row["cpu"] * 12)
+        assert row["iowait"] == pytest.approx(row["cpu"] * 0.04)
+    # Same appetite as /status: CPU within the wave's swing, memory within a few percent.
+    mean_cpu = sum(row["cpu"] for row in rows) / len(rows)
+    assert 1 / 3 < status["cpu"] / mean_cpu < 3
+    mean_used = sum(row["memused"] for row in rows) / len(rows)
+    assert abs(mean_used - status["memory"]["used"]) < 0.05 * status["memory"]["total"]
+
+    new = (await data(pve9.client, "/nodes/nas/rrddata?timeframe=hour"))[-1]
+    assert set(new) == RRD_NODE_FIELDS | RRD_PVE9_FIELDS
+    assert new["memavailable"] == pytest.approx(new["memtotal"] - new["memused"])
+
+
+async def test_rrddata_net_rates_are_moving_bytes_per_second(pve8: Sim, clock: Clock) -> None:
+    path = "/nodes/nas/rrddata?timeframe=hour"
+    before = await data(pve8.client, path)
+    rates = [row["netin"] for row in before if "netin" in row]
+    assert all(isinstance(rate, float) and 0 < rate < 10**9 for rate in rates)
+    assert len(set(rates)) > len(rates) // 2  # a graph, not a flat line
+    assert len({row["netout"] for row in before[:-1]}) > len(rates) // 2
+    clock.now += 60
+    after = await data(pve8.client, path)
+    assert after[:-2] == before[1:-1]  # history is stable: a minute later it shifts by one row
+    assert after[-2]["time"] == before[-1]["time"] and "netin" in after[-2]
+    assert after[-2]["netin"] != before[-2]["netin"]
+
+
+async def test_rrddata_max_is_at_least_the_average(pve9: Sim, clock: Clock) -> None:
+    average = await data(pve9.client, "/nodes/nas/rrddata?timeframe=week")
+    peak = await data(pve9.client, "/nodes/nas/rrddata?timeframe=week&cf=MAX")
+    assert [row["time"] for row in peak] == [row["time"] for row in average]
+    assert all(high["cpu"] >= low["cpu"] for high, low in zip(peak, average, strict=True))
+    assert any(high["netin"] > low["netin"] for high, low in zip(peak, average, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("flavor", "query", "errors"),
+    [
+        ("pve8", "", {"timeframe": "property is missing and it is not optional"}),
+        (
+            "pve8",
+            "?timeframe=decade",
+            {
+                "timeframe": "value 'decade' does not have a value in the enumeration "
+                "'hour, day, week, month, year'"
+            },
+        ),
+        (
+            "pve9",
+            "?timeframe=minute",
+            {
+                "timeframe": "value 'minute' does not have a value in the enumeration "
+                "'hour, day, week, month, year, decade'"
+            },
+        ),
+        (
+            "pve9",
+            "?cf=MIN",
+            {
+                "timeframe": "property is missing and it is not optional",
+                "cf": "value 'MIN' does not have a value in the enumeration 'AVERAGE, MAX'",
+            },
+        ),
+        (
+            "pve9",
+            "?timeframe=hour&ds=cpu",
+            {
+                "ds": "property is not defined in schema and the schema does not allow "
+                "additional properties"
+            },
+        ),
+    ],
+)
+async def test_rrddata_parameter_errors(
+    tls: TlsFiles, flavor: Flavor, query: str, errors: dict[str, str]
+) -> None:
+    async with simulated(make_host(flavor), tls) as sim:
+        response = await sim.client.get(f"/nodes/nas/rrddata{query}")
+    assert (response.status_code, response.reason_phrase) == (400, "Parameter verification failed.")
+    assert response.json()["errors"] == errors
+
+
+async def test_rrddata_needs_sys_audit(pve9: Sim) -> None:
+    headers = as_auditor(pve9.host, "VM.Audit")
+    response = await pve9.client.get("/nodes/nas/rrddata?timeframe=hour", headers=headers)
+    reason = "Permission check failed (/nodes/nas, Sys.Audit)"
+    assert (response.status_code, response.reason_phrase) == (403, reason)
+
+
+# -- cluster resources ----------------------------------------------------------------------
+
+
+async def test_cluster_resources_vm_entries(pve8: Sim, pve9: Sim) -> None:
+    items = by_id(await data(pve8.client, "/cluster/resources?type=vm"))
+    assert set(items) == {"qemu/999", "qemu/101", "qemu/9000", "lxc/100", "lxc/105"}
+    vpn = items["qemu/999"]
+    assert set(vpn) == {
+        "id",
+        "vmid",
+        "node",
+        "type",
+        "name",
+        "status",
+        "template",
+        "uptime",
+        "maxcpu",
+        "cpu",
+        "maxmem",
+        "mem",
+        "maxdisk",
+        "disk",
+        *COUNTERS,
+        "tags",
+    }
+    assert (vpn["vmid"], vpn["type"], vpn["node"], vpn["name"]) == (999, "qemu", "nas", "VPN-HUB")
+    assert (vpn["status"], vpn["template"], vpn["tags"], vpn["maxcpu"]) == (
+        "running",
+        0,
+        "infra;vpn",
+        2,
+    )
+    assert 0 < vpn["cpu"] <= 1 and 0 < vpn["mem"] < vpn["maxmem"] and vpn["disk"] == 0
+    assert all(vpn[key] > 0 for key in COUNTERS)  # qemu disk I/O is real here, unlike the list
+    mqtt = items["lxc/105"]
+    assert (mqtt["vmid"], mqtt["type"], mqtt["maxcpu"]) == (105, "lxc", 1.5)  # never a string
+    assert 0 < mqtt["disk"] < mqtt["maxdisk"]
+    for stopped in (items["qemu/101"], items["lxc/100"], items["qemu/9000"]):
+        assert stopped["status"] == "stopped" and "tags" not in stopped
+        assert all(stopped[key] == 0 for key in ("uptime", "cpu", "mem", "disk", *COUNTERS))
+    assert items["qemu/9000"]["template"] == 1
+    assert not any("hastate" in item for item in items.values())
+    new = by_id(await data(pve9.client, "/cluster/resources?type=vm"))["qemu/999"]
+    assert new["memhost"] == new["mem"]
+
+
+async def test_cluster_resources_match_the_lists_at_the_same_moment(
+    pve8: Sim, clock: Clock
+) -> None:
+    resources = by_id(await data(pve8.client, "/cluster/resources?type=vm"))
+    qemu = by_vmid(await data(pve8.client, "/nodes/nas/qemu"))
+    lxc = by_vmid(await data(pve8.client, "/nodes/nas/lxc"))
+    shared = ("status", "uptime", "cpu", "mem", "maxmem", "disk", "maxdisk", "netin", "netout")
+    for vmid, item in qemu.items():
+        resource = resources[f"qemu/{vmid}"]
+        assert {key: resource[key] for key in shared} == {key: item[key] for key in shared}
+        assert resource["maxcpu"] == item["cpus"]
+        current = await data(pve8.client, f"/nodes/nas/qemu/{vmid}/status/current")
+        assert {key: resource[key] for key in COUNTERS} == {key: current[key] for key in COUNTERS}
+    for vmid, item in lxc.items():
+        resource = resources[f"lxc/{vmid}"]
+        keys = (*shared, "diskread", "diskwrite")
+        assert {key: resource[key] for key in keys} == {key: item[key] for key in keys}
+
+
+async def test_cluster_resources_counters_grow_and_restart_from_zero(
+    pve8: Sim, clock: Clock
+) -> None:
+    async def vpn() -> dict[str, Any]:
+        return by_id(await data(pve8.client, "/cluster/resources?type=vm"))["qemu/999"]
+
+    first = await vpn()
+    clock.now += 10
+    second = await vpn()
+    assert all(second[key] > first[key] > 0 for key in COUNTERS)
+    await run_task(pve8.client, "qemu", 999, "reset")  # same QEMU process: counters carry on
+    clock.now += 10
+    after_reset = await vpn()
+    assert all(after_reset[key] > second[key] for key in COUNTERS)
+    await run_task(pve8.client, "qemu", 999, "stop")
+    stopped = await vpn()
+    assert stopped["status"] == "stopped"
+    assert all(stopped[key] == 0 for key in ("uptime", *COUNTERS))
+    await run_task(pve8.client, "qemu", 999, "start")
+    clock.now += 5
+    restarted = await vpn()
+    assert (restarted["status"], restarted["uptime"]) == ("running", 5)
+    assert all(0 < restarted[key] < first[key] for key in COUNTERS)  # a reset, not a dip
+    await run_task(pve8.client, "qemu", 999, "reboot")
+    rebooted = await vpn()
+    assert rebooted["uptime"] == 0 and all(rebooted[key] == 0 for key in COUNTERS)
+
+
+async def test_cluster_resources_types(pve8: Sim, clock: Clock) -> None:
+    everything = await data(pve8.client, "/cluster/resources")
+    assert {item["type"] for item in everything} == {"qemu", "lxc", "node"}
+    vms = [item for item in everything if item["type"] != "node"]
+    assert vms == await data(pve8.client, "/cluster/resources?type=vm")
+    [node] = await data(pve8.client, "/cluster/resources?type=node")
+    assert node in everything
+    status = await data(pve8.client, "/nodes/nas/status")
+    assert (node["id"], node["node"], node["status"]) == ("node/nas", "nas", "online")
+    assert (node["cpu"], node["maxcpu"], node["uptime"]) == (status["cpu"], 12, status["uptime"])
+    assert (node["mem"], node["maxmem"]) == (status["memory"]["used"], status["memory"]["total"])
+    assert (node["disk"], node["maxdisk"]) == (status["rootfs"]["used"], status["rootfs"]["total"])
+    assert await data(pve8.client, "/cluster/resources?type=storage") == []
+
+
+async def test_cluster_resources_bad_type(pve9: Sim) -> None:
+    response = await pve9.client.get("/cluster/resources?type=qemu")
+    assert (response.status_code, response.reason_phrase) == (400, "Parameter verification failed.")
+    assert response.json()["errors"] == {
+        "type": "value 'qemu' does not have a value in the enumeration 'vm, storage, node, sdn'"
+    }
+
+
+async def test_cluster_resources_are_filtered_by_privilege(pve8: Sim) -> None:
+    sys_audit = as_auditor(pve8.host, "Sys.Audit")
+    response = await pve8.client.get("/cluster/resources", headers=sys_audit)
+    [node] = response.json()["data"]  # guests need VM.Audit; they vanish, no 403
+    assert node["type"] == "node" and node["maxcpu"] == 12
+    bare = as_auditor(pve8.host)
+    assert (await pve8.client.get("/cluster/resources?type=vm", headers=bare)).json() == {
+        "data": []
+    }
+    [stripped] = (await pve8.client.get("/cluster/resources", headers=bare)).json()["data"]
+    assert stripped == {
+        "id": "node/nas",
+        "node": "nas",
+        "type": "node",
+        "status": "online",
+        "level": "",
+        "cgroup-mode": 2,
+    }
 
 
 # -- faults, bookkeeping, demo lab ----------------------------------------------------------

@@ -128,6 +128,7 @@ Networks = Annotated[
     list[str], NoDecode, BeforeValidator(_split_list), AfterValidator(_check_networks)
 ]
 RateLimit = Annotated[str, AfterValidator(_check_rate_limit)]
+Keys = Annotated[list[str], NoDecode, BeforeValidator(_split_list)]
 HttpUrl = Annotated[str | None, AfterValidator(_check_http_url)]
 
 
@@ -194,6 +195,7 @@ class Settings(BaseSettings):
 
     database_path: Path = Path("./data/metrics.db")
 
+    metrics_enabled: bool = True
     metrics_interval_servers: int = Field(default=10, gt=0)
     metrics_interval_vms: int = Field(default=30, gt=0)
     metrics_interval_automations: int = Field(default=5, gt=0)
@@ -203,6 +205,9 @@ class Settings(BaseSettings):
     metrics_retention_thirty_min: Duration = 30 * 86400
     metrics_retention_hour: Duration = 365 * 86400
     metrics_retention_device_states: Duration = 90 * 86400
+    metrics_device_ignored_keys: Keys = Field(
+        default_factory=lambda: ["linkquality", "last_seen", "rssi"]
+    )
 
     rate_limit_login: RateLimit = "5/minute"
     rate_limit_ai: RateLimit = "10/minute"

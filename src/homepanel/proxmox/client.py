@@ -15,12 +15,14 @@ from urllib.parse import quote
 
 from homepanel.core.config import ProxmoxServer
 from homepanel.core.errors import Conflict, NotFound, UpstreamError
-from homepanel.core.http import UpstreamClient, UpstreamResponse, parse_as
+from homepanel.core.http import Params, UpstreamClient, UpstreamResponse, parse_as
 from homepanel.proxmox.schemas import (
     GuestType,
     PowerAction,
     PveGuest,
     PveNodeStatus,
+    PveResource,
+    PveRrdPoint,
     PveTask,
 )
 
@@ -101,6 +103,25 @@ class ProxmoxClient:
         data = await self._get(f"{self._node_path}/{guest_type}/{vmid}/status/current")
         return guest_type, parse_as(PveGuest, data, self.label)
 
+    async def net_rates(self) -> tuple[float, float] | None:
+        """The node's latest network rates (rx, tx bytes/s) from its RRD; None if it has none.
+
+        Proxmox keeps no node disk I/O, so there is no such figure to fetch.
+        """
+        data = await self._get(f"{self._node_path}/rrddata", {"timeframe": "hour"})
+        points = parse_as(list[PveRrdPoint], data, self.label)
+        # The newest row is often a gap with only `time` in it.
+        for point in reversed(points):
+            if point.netin is not None and point.netout is not None:
+                return point.netin, point.netout
+        return None
+
+    async def guest_resources(self) -> list[PveResource]:
+        """Every guest of this node with its counters, in one call (for the collector)."""
+        data = await self._get("/cluster/resources", {"type": "vm"})
+        resources = parse_as(list[PveResource], data, self.label)
+        return [guest for guest in resources if guest.node == self.server.node]
+
     async def task(self, upid: str) -> PveTask:
         data = await self._get(f"{self._node_path}/tasks/{quote(upid, safe='')}/status")
         return parse_as(PveTask, data, self.label)
@@ -129,8 +150,9 @@ class ProxmoxClient:
 
     # --- plumbing --------------------------------------------------------------------------
 
-    async def _get(self, path: str) -> Any:
-        return self._unwrap(await self._http.get(path), privilege="Sys.Audit / VM.Audit")
+    async def _get(self, path: str, params: Params | None = None) -> Any:
+        response = await self._http.get(path, params)
+        return self._unwrap(response, privilege="Sys.Audit / VM.Audit")
 
     def _unwrap(self, response: UpstreamResponse, *, privilege: str) -> Any:
         if response.ok:

@@ -104,6 +104,22 @@ class PveGuest(_Upstream):
         return self.name or (f"VM {self.vmid}" if guest_type == "qemu" else f"CT{self.vmid}")
 
 
+class PveResource(PveGuest):
+    """A guest in `/cluster/resources?type=vm`: the lists' fields plus `type` and `node`,
+    and real disk I/O counters for qemu guests too."""
+
+    type: str
+    node: str
+
+
+class PveRrdPoint(_Upstream):
+    """A row of `rrddata`: rates in bytes per second; a gap row has only `time`."""
+
+    time: int
+    netin: float | None = None
+    netout: float | None = None
+
+
 class PveTask(_Upstream):
     upid: str
     node: str

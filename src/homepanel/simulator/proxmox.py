@@ -18,6 +18,7 @@ import json
 import math
 import random
 import re
+import statistics
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -57,6 +58,26 @@ _ACTIONS: dict[str, tuple[str, ...]] = {
 _TASK_PREFIX = {"qemu": "qm", "lxc": "vz"}
 _CONFIG_DIR = {"qemu": "qemu-server", "lxc": "lxc"}
 
+# Node RRD layouts (section 1.10): timeframe -> (step in seconds, rows returned).
+_RRD_PVE8 = {
+    "hour": (60, 70),
+    "day": (1800, 70),
+    "week": (10800, 70),
+    "month": (43200, 70),
+    "year": (604800, 70),
+}
+_RRD_PVE9 = {
+    "hour": (60, 60),
+    "day": (60, 1440),
+    "week": (1800, 336),
+    "month": (1800, 1440),
+    "year": (21600, 1440),
+    "decade": (604800, 570),
+}
+_RRD_CF = ("AVERAGE", "MAX")
+_RRD_SAMPLES = 4  # samples consolidated into one row; enough for AVERAGE and MAX to differ
+_RESOURCE_TYPES = ("vm", "storage", "node", "sdn")
+
 _CPU_FLAGS = (
     "fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov pat pse36 clflush dts acpi "
     "mmx fxsr sse sse2 ss ht tm pbe syscall nx pdpe1gb rdtscp lm constant_tsc art arch_perfmon "
@@ -88,6 +109,8 @@ class _Release:
     mem_available: bool  # PVE 8.4+: used = total - MemAvailable, free = raw MemFree
     pressure: bool  # PVE 9 adds PSI pressure* fields to guest lists
     list_disk_io: bool  # PVE 8 lists qemu diskread/diskwrite as 0, PVE 9 leaves them out
+    rrd: dict[str, tuple[int, int]]  # rrddata timeframe -> (step, rows)
+    rrd_v9: bool  # pve-*-9.0 RRDs: more fields, trailing gap row popped, memhost in resources
 
 
 _RELEASES: dict[str, _Release] = {
@@ -104,6 +127,8 @@ _RELEASES: dict[str, _Release] = {
         mem_available=False,
         pressure=False,
         list_disk_io=True,
+        rrd=_RRD_PVE8,
+        rrd_v9=False,
     ),
     "pve9": _Release(
         release="9.0",
@@ -118,6 +143,8 @@ _RELEASES: dict[str, _Release] = {
         mem_available=True,
         pressure=True,
         list_disk_io=False,
+        rrd=_RRD_PVE9,
+        rrd_v9=True,
     ),
 }
 
@@ -220,6 +247,37 @@ def _json(payload: Any) -> bytes:
 
 def _param_error(**errors: str) -> _ApiError:
     return _ApiError(400, "Parameter verification failed.\n", errors)
+
+
+def _enum_error(value: str, choices: Iterable[str]) -> str:
+    return f"value '{value}' does not have a value in the enumeration '{', '.join(choices)}'"
+
+
+def _query(
+    request: web.Request, enums: dict[str, Iterable[str]], required: Iterable[str] = ()
+) -> dict[str, str]:
+    """Query parameters checked like PVE::JSONSchema: enums, required ones, no extras.
+
+    Every method says ``additionalProperties => 0``, so an unknown parameter is a 400 too,
+    and all problems are reported together in ``errors``.
+    """
+    errors: dict[str, str] = {}
+    for name in request.query:
+        if name not in enums:
+            errors[name] = (
+                "property is not defined in schema and the schema does not allow "
+                "additional properties"
+            )
+    for name, choices in enums.items():
+        value = request.query.get(name)
+        if value is None:
+            if name in required:
+                errors[name] = "property is missing and it is not optional"
+        elif value not in choices:
+            errors[name] = _enum_error(value, choices)
+    if errors:
+        raise _param_error(**errors)
+    return {name: request.query[name] for name in enums if name in request.query}
 
 
 def _parse_vmid(raw: str) -> int:
@@ -325,6 +383,8 @@ class ProxmoxHost(SimulatedService):
         guest = f"{API}/nodes/{{node}}/{{kind:qemu|lxc}}"
         app.router.add_get(f"{API}/version", self._get_version)
         app.router.add_get(f"{API}/nodes/{{node}}/status", self._get_node_status)
+        app.router.add_get(f"{API}/nodes/{{node}}/rrddata", self._get_node_rrddata)
+        app.router.add_get(f"{API}/cluster/resources", self._get_cluster_resources)
         app.router.add_get(guest, self._get_guest_list)
         app.router.add_get(f"{guest}/{{vmid}}/status/current", self._get_guest_status)
         app.router.add_post(f"{guest}/{{vmid}}/status/{{action}}", self._post_power_action)
@@ -429,6 +489,33 @@ class ProxmoxHost(SimulatedService):
         self._check_node(request)
         self._require(request, "Sys.Audit", f"/nodes/{self.node}")
         return self._ok(self._node_status(time.time()))
+
+    async def _get_node_rrddata(self, request: web.Request) -> web.Response:
+        self._check_node(request)
+        self._require(request, "Sys.Audit", f"/nodes/{self.node}")
+        params = _query(
+            request, {"timeframe": self._release.rrd, "cf": _RRD_CF}, required=["timeframe"]
+        )
+        rows = self._rrd_rows(params["timeframe"], params.get("cf", "AVERAGE"), time.time())
+        return self._ok(rows)
+
+    async def _get_cluster_resources(self, request: web.Request) -> web.Response:
+        """Needs no privilege itself: entries are filtered (guests) or stripped (the node).
+
+        Storage and SDN entries are left out: this host has none worth showing, and a client
+        that forgets to filter by ``type`` is still caught by the node entry.
+        """
+        kind = _query(request, {"type": _RESOURCE_TYPES}).get("type")
+        now = time.time()
+        privileges = request[_PRIVILEGES]
+        resources: list[dict[str, Any]] = []
+        if kind in (None, "vm") and "VM.Audit" in privileges:
+            guests = sorted(self.guests.values(), key=lambda guest: guest.vmid)
+            random.Random(self.seed).shuffle(guests)  # Perl hash order again
+            resources += [self._vm_resource(guest, now) for guest in guests]
+        if kind in (None, "node"):
+            resources.append(self._node_resource(now, audit="Sys.Audit" in privileges))
+        return self._ok(resources)
 
     async def _get_guest_list(self, request: web.Request) -> web.Response:
         self._check_node(request)
@@ -630,6 +717,135 @@ class ProxmoxHost(SimulatedService):
         free = total - used
         return {"total": total, "used": used, "free": free, "avail": max(0, free - total // 20)}
 
+    def _net_rates(self, now: float) -> tuple[float, float]:
+        """The host NIC's bytes/s: its own appetite riding a wave, so traffic graphs move."""
+        profile = self._profile
+        netin = profile.netin * (1 + 0.6 * _wave(now, profile.phase + 2))
+        netout = profile.netout * (1 + 0.6 * _wave(now, profile.phase + 3))
+        return netin, netout
+
+    def _rrd_rows(self, timeframe: str, cf: str, now: float) -> list[dict[str, Any]]:
+        """GET /nodes/{node}/rrddata (section 1.10): oldest first, one row per step.
+
+        Old PVE ends with the step in progress, which has no consolidated data yet: a row
+        with only ``time``. PVE 9 pops that row, so its last row carries data.
+        """
+        step, count = self._release.rrd[timeframe]
+        last = int(now // step * step)
+        if self._release.rrd_v9:
+            return [self._rrd_row(last - age * step, step, cf) for age in reversed(range(count))]
+        rows = [self._rrd_row(last - age * step, step, cf) for age in reversed(range(1, count))]
+        return [*rows, {"time": last}]
+
+    def _rrd_row(self, at: int, step: int, cf: str) -> dict[str, Any]:
+        """One RRD slot, (at - step, at], consolidated from samples taken inside it."""
+        samples = [self._rrd_sample(at - step * k / _RRD_SAMPLES) for k in range(_RRD_SAMPLES)]
+        combine = max if cf == "MAX" else statistics.fmean
+        row: dict[str, Any] = {"time": at}
+        for key in samples[0]:
+            value = combine(sample[key] for sample in samples)
+            row[key] = _number(float(f"{value:.15g}"))  # Perl prints 15 significant digits
+        return row
+
+    def _rrd_sample(self, at: float) -> dict[str, float]:
+        """What pvestatd feeds the node RRD: the same numbers /status reports at that moment."""
+        cpu = self._profile.cpu_at(at)
+        memory = self._memory(at)
+        swap, rootfs = self._swap(), self._rootfs()
+        netin, netout = self._net_rates(at)
+        sample: dict[str, float] = {
+            "loadavg": cpu * self.cpu_count,
+            "maxcpu": self.cpu_count,
+            "cpu": cpu,
+            "iowait": cpu * 0.04,
+            "memtotal": memory["total"],
+            "memused": memory["used"],
+            "swaptotal": swap["total"],
+            "swapused": swap["used"],
+            "roottotal": rootfs["total"],
+            "rootused": rootfs["used"],
+            "netin": netin,
+            "netout": netout,
+        }
+        if self._release.rrd_v9:
+            sample |= {
+                "memavailable": memory["total"] - memory["used"],
+                "arcsize": 0,  # no ZFS on the simulated root
+                "pressurecpusome": cpu * 10,
+                "pressureiosome": cpu * 0.4,
+                "pressureiofull": cpu * 0.2,
+                "pressurememorysome": 0,
+                "pressurememoryfull": 0,
+            }
+        return sample
+
+    def _vm_resource(self, guest: Guest, now: float) -> dict[str, Any]:
+        """A ``type=vm`` entry of GET /cluster/resources (PVE::API2Tools::extract_vm_stats).
+
+        Counters are the ones the lists and status/current report at the same moment, and
+        qemu's diskread/diskwrite are real here (pvestatd polls in full mode). ``template``
+        is always present, ``hastate`` only for HA-managed guests, which this host has none of.
+        """
+        usage = self._usage(guest, now)
+        resource: dict[str, Any] = {
+            "id": f"{guest.type}/{guest.vmid}",
+            "vmid": guest.vmid,
+            "node": self.node,
+            "type": guest.type,
+            "name": guest.name,
+            "status": usage["status"],
+            "template": int(guest.template),
+            "uptime": usage["uptime"],
+            "maxcpu": self._cpus(guest),
+            "cpu": usage["cpu"],
+            "maxmem": guest.maxmem,
+            "mem": usage["mem"],
+            "maxdisk": guest.maxdisk,
+            "disk": self._disk_used(guest),
+            "netin": usage["netin"],
+            "netout": usage["netout"],
+            **self._disk_io(guest, now),
+        }
+        if self._release.rrd_v9:
+            resource["memhost"] = usage["mem"]
+        if guest.tags:
+            resource["tags"] = guest.tags
+        return resource
+
+    def _node_resource(self, now: float, *, audit: bool) -> dict[str, Any]:
+        """The ``type=node`` entry; without Sys.Audit only who and whether online, no stats."""
+        resource: dict[str, Any] = {
+            "id": f"node/{self.node}",
+            "node": self.node,
+            "type": "node",
+            "status": "online",
+            "level": "",  # no subscription
+            "cgroup-mode": 2,
+        }
+        if not audit:
+            return resource
+        memory, rootfs = self._memory(now), self._rootfs()
+        return resource | {
+            "uptime": int(now - self._booted_at),
+            "cpu": self._profile.cpu_at(now),
+            "maxcpu": self.cpu_count,
+            "mem": memory["used"],
+            "maxmem": memory["total"],
+            "disk": rootfs["used"],
+            "maxdisk": rootfs["total"],
+        }
+
+    @staticmethod
+    def _cpus(guest: Guest) -> int | float:
+        """qemu counts whole vCPUs; a container's limit may be fractional (1.5)."""
+        return int(guest.cpus) if guest.type == "qemu" else _number(guest.cpus)
+
+    def _disk_used(self, guest: Guest) -> int:
+        """qemu has no idea what the guest uses (always 0); a running CT reports its rootfs."""
+        if guest.type == "qemu" or not guest.running:
+            return 0
+        return int(guest.maxdisk * _guest_profile(self.seed, guest.vmid).disk)
+
     def _list_item(self, guest: Guest, now: float) -> dict[str, Any]:
         if guest.type == "qemu":
             return self._qemu_item(guest, now)
@@ -676,9 +892,9 @@ class ProxmoxHost(SimulatedService):
             "vmid": guest.vmid,
             "name": guest.name,
             **self._usage(guest, now),
-            "cpus": int(guest.cpus),
+            "cpus": self._cpus(guest),
             "maxmem": guest.maxmem,
-            "disk": 0,
+            "disk": self._disk_used(guest),
             "maxdisk": guest.maxdisk,
         }
         if self._release.list_disk_io:
@@ -696,11 +912,11 @@ class ProxmoxHost(SimulatedService):
             "type": "lxc",
             "name": guest.name,
             **self._usage(guest, now),
-            "cpus": _number(guest.cpus),
+            "cpus": self._cpus(guest),
             "maxmem": guest.maxmem,
             "swap": 0,
             "maxswap": _LXC_MAXSWAP,
-            "disk": int(guest.maxdisk * profile.disk) if guest.running else 0,
+            "disk": self._disk_used(guest),
             "maxdisk": guest.maxdisk,
             **self._disk_io(guest, now),
         }

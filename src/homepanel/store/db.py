@@ -1,33 +1,31 @@
-"""The SQLite store: one writer connection, one reader, a versioned schema.
+"""The SQLite store: one writer task, one reader connection, a versioned schema.
 
 WAL lets the reader run while the writer commits, and with a single writer SQLite never hits the
-read-to-write upgrade `SQLITE_BUSY` that `busy_timeout` cannot resolve. `PRAGMA user_version`
-records which migrations have run, so a later release can upgrade an existing file in place.
+read-to-write upgrade `SQLITE_BUSY` that `busy_timeout` cannot resolve. Writes are jobs queued
+to the writer task, which commits everything queued together in one transaction: one commit
+for a whole collection cycle, not one per row. Each job
+gets its own savepoint, so a failing job is rolled back alone. `PRAGMA user_version` records
+which migrations have run, so a later release can upgrade an existing file in place.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
+from homepanel.store.schema import MIGRATIONS
+
 logger = logging.getLogger(__name__)
-
-# Append only: migration N brings a database from user_version N to N+1.
-MIGRATIONS: list[str] = [
-    """
-    CREATE TABLE revoked_tokens (
-        jti TEXT PRIMARY KEY,
-        expires_at INTEGER NOT NULL
-    ) STRICT, WITHOUT ROWID;
-    """,
-]
-
 _PRAGMAS = "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;"
+
+Job = Callable[[aiosqlite.Connection], Awaitable[Any]]
 
 
 class Database:
@@ -37,28 +35,34 @@ class Database:
         self.path = path
         self._writer = writer
         self._reader = reader
+        self._jobs: asyncio.Queue[tuple[Job, asyncio.Future[Any]]] = asyncio.Queue()
+        self._task = asyncio.create_task(self._write_loop(), name="database writer")
 
     @classmethod
     async def open(cls, path: Path) -> Database:
         if sqlite3.sqlite_version_info < (3, 37):
             raise RuntimeError(f"SQLite {sqlite3.sqlite_version} is too old; 3.37+ is needed")
         path.parent.mkdir(parents=True, exist_ok=True)
-        writer = await aiosqlite.connect(path)
+        writer = await aiosqlite.connect(path, isolation_level=None)
         # Must precede the first table, or it silently stays off until a full VACUUM.
         await writer.execute("PRAGMA auto_vacuum=INCREMENTAL")
         await writer.executescript(_PRAGMAS)
         await _migrate(writer)
-        reader = await aiosqlite.connect(path)
+        reader = await aiosqlite.connect(path, isolation_level=None)
         await reader.executescript(_PRAGMAS + "PRAGMA query_only=ON;")
         return cls(path, writer, reader)
 
-    async def execute(self, sql: str, parameters: Sequence[Any] = ()) -> None:
-        await self._writer.execute(sql, parameters)
-        await self._writer.commit()
+    async def write(self, job: Job) -> Any:
+        """Run `job` in the writer's next transaction and return its result once committed."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._jobs.put_nowait((job, future))
+        return await future
 
-    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        await self._writer.executemany(sql, rows)
-        await self._writer.commit()
+    async def execute(self, sql: str, parameters: Sequence[Any] = ()) -> None:
+        async def job(connection: aiosqlite.Connection) -> None:
+            await connection.execute(sql, parameters)
+
+        await self.write(job)
 
     async def fetchall(self, sql: str, parameters: Sequence[Any] = ()) -> list[sqlite3.Row]:
         async with self._reader.execute(sql, parameters) as cursor:
@@ -71,12 +75,71 @@ class Database:
             return False
         return True
 
+    async def size_bytes(self) -> int:
+        rows = await self.fetchall(
+            "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()"
+        )
+        return int(rows[0][0])
+
     async def close(self) -> None:
+        """Commit what is queued, then close both connections."""
+        self._jobs.put_nowait((_stop, asyncio.get_running_loop().create_future()))
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
         for connection in (self._reader, self._writer):
             try:
                 await connection.close()
             except (sqlite3.Error, ValueError):
                 connection.stop()
+
+    async def _write_loop(self) -> None:
+        while True:
+            # Group commit: whatever was queued while the last commit ran goes in this one.
+            # The collectors and the device tracker already hand in whole batches.
+            batch = [await self._jobs.get()]
+            while not self._jobs.empty():
+                batch.append(self._jobs.get_nowait())
+            stop = any(job is _stop for job, _ in batch)
+            await self._commit([(job, future) for job, future in batch if job is not _stop])
+            if stop:
+                return
+
+    async def _commit(self, batch: list[tuple[Job, asyncio.Future[Any]]]) -> None:
+        if not batch:
+            return
+        results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        try:
+            await self._writer.execute("BEGIN IMMEDIATE")
+            for index, (job, future) in enumerate(batch):
+                results.append((future, *await self._run_job(job, index)))
+            await self._writer.execute("COMMIT")
+        except sqlite3.Error as exc:
+            logger.error("Database write failed, batch of %d rolled back: %s", len(batch), exc)
+            with contextlib.suppress(sqlite3.Error):
+                await self._writer.execute("ROLLBACK")
+            results = [(future, None, exc) for _, future in batch]
+        for future, result, error in results:
+            if future.done():  # its caller went away
+                continue
+            if error is None:
+                future.set_result(result)
+            else:
+                future.set_exception(error)
+
+    async def _run_job(self, job: Job, index: int) -> tuple[Any, BaseException | None]:
+        await self._writer.execute(f"SAVEPOINT job{index}")
+        try:
+            result = await job(self._writer)
+        except (sqlite3.Error, ValueError, TypeError) as exc:
+            await self._writer.execute(f"ROLLBACK TO job{index}")
+            await self._writer.execute(f"RELEASE job{index}")
+            return None, exc
+        await self._writer.execute(f"RELEASE job{index}")
+        return result, None
+
+
+async def _stop(connection: aiosqlite.Connection) -> None:
+    """The marker that tells the writer to commit what it has and end."""
 
 
 async def _migrate(connection: aiosqlite.Connection) -> None:

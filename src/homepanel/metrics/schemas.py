@@ -1,0 +1,94 @@
+"""The metrics API's shapes, as the spec has them (plus CPU min/max per bucket)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, JsonValue
+
+Period = Literal["1h", "6h", "24h", "7d", "30d", "1y"]
+_BYTES = ("ram_used", "ram_total")
+
+
+def _point(row: dict[str, Any]) -> dict[str, Any]:
+    """A stored row as an API point: bytes as whole numbers, the rest rounded to 2 places."""
+    point: dict[str, Any] = {"timestamp": row["ts"]}
+    for key, value in row.items():
+        if key == "ts":
+            continue
+        if value is None:
+            point[key] = None
+        elif key in _BYTES:
+            point[key] = round(value)
+        else:
+            point[key] = round(value, 2)
+    return point
+
+
+class _Series(BaseModel):
+    period: Period
+    interval: int = Field(description="seconds between points")
+
+
+class ServerPoint(BaseModel):
+    timestamp: int
+    cpu_percent: float | None
+    cpu_min: float | None = Field(description="lowest CPU % within the point's bucket")
+    cpu_max: float | None = Field(description="highest CPU % within the point's bucket")
+    ram_used: int | None
+    ram_total: int | None
+    ram_percent: float | None
+    disk_read: float | None = Field(description="always null: Proxmox has no node disk I/O")
+    disk_write: float | None
+    net_rx: float | None = Field(description="bytes per second")
+    net_tx: float | None
+
+
+class ServerMetrics(_Series):
+    server_id: str
+    data: list[ServerPoint]
+
+
+class VmPoint(BaseModel):
+    timestamp: int
+    cpu_percent: float | None
+    cpu_min: float | None
+    cpu_max: float | None
+    ram_used: int | None
+    ram_total: int | None
+    net_rx: float | None = Field(description="bytes per second")
+    net_tx: float | None
+    disk_read: float | None = Field(description="bytes per second")
+    disk_write: float | None
+
+
+class VmMetrics(_Series):
+    server_id: str
+    vmid: int
+    data: list[VmPoint]
+
+
+class AutomationPoint(BaseModel):
+    timestamp: int
+    triggers_count: float | None = Field(description="triggers within the point's interval")
+    errors_count: float | None
+
+
+class AutomationMetrics(_Series):
+    automation_name: str
+    data: list[AutomationPoint]
+
+
+class DevicePoint(BaseModel):
+    timestamp: float = Field(description="seconds, with milliseconds")
+    state: JsonValue
+
+
+class DeviceMetrics(BaseModel):
+    topic: str
+    period: Period
+    data: list[DevicePoint]
+
+
+def points(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [_point(row) for row in rows]
