@@ -116,7 +116,13 @@ class MetricsStore:
     async def write_samples(
         self, kind: Kind, ts: int, samples: Mapping[str, Mapping[str, float | None]]
     ) -> None:
-        """One raw sample per series name, all stamped `ts`, in one transaction.
+        """One raw sample per series name, all stamped `ts` (a collection cycle)."""
+        await self.write_rows(kind, [(name, ts, values) for name, values in samples.items()])
+
+    async def write_rows(
+        self, kind: Kind, rows: Sequence[tuple[str, int, Mapping[str, float | None]]]
+    ) -> None:
+        """Raw samples as (series name, ts, values), in one transaction.
 
         A retried collection that lands on the same `ts` replaces the sample, never doubles it.
         """
@@ -129,17 +135,10 @@ class MetricsStore:
         )
 
         async def job(connection: aiosqlite.Connection) -> None:
-            rows = [
-                (
-                    await self._series_id(connection, kind.name, name),
-                    RAW,
-                    ts,
-                    1,
-                    *kind.raw_values(v),
-                )
-                for name, v in samples.items()
-            ]
-            await connection.executemany(sql, rows)
+            ids = {name: await self._series_id(connection, kind.name, name) for name, _, _ in rows}
+            await connection.executemany(
+                sql, [(ids[name], RAW, ts, 1, *kind.raw_values(v)) for name, ts, v in rows]
+            )
 
         await self._db.write(job)
 
