@@ -116,7 +116,7 @@ class AppServer:
 
     def _run(self, sock: socket.socket) -> None:
         # SystemExit is uvicorn's answer to a failed start-up; __enter__ reports it.
-        with contextlib.suppress(SystemExit):
+        with sock, contextlib.suppress(SystemExit):
             self.server.run(sockets=[sock])
 
     def __enter__(self) -> AppServer:

@@ -36,6 +36,7 @@ def test_killed_writer_loses_no_committed_batch(tmp_path: Path) -> None:
             seen.append(int(process.stdout.readline()))
         os.kill(process.pid, signal.SIGKILL)  # mid-write, with no warning
         process.wait()
+        process.stdout.close()
         committed += seen
         with sqlite3.connect(path) as connection:
             assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
