@@ -11,7 +11,7 @@ import asyncio
 import ipaddress
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
@@ -182,34 +182,21 @@ def _start_jobs(app: FastAPI, settings: Settings) -> list[asyncio.Task[None]]:
     """The collectors, the device tracker and the roll-ups, as background tasks."""
     clock: Clock = app.state.clock
     store: MetricsStore = app.state.metrics
-    jobs = [every(MAINTENANCE_INTERVAL, store.maintain, name="metrics roll-up", clock=clock)]
+
+    def periodic(
+        interval: int, job: Callable[[float], Awaitable[None]], name: str
+    ) -> Awaitable[None]:
+        return every(interval, job, name=name, clock=clock)
+
+    jobs = [periodic(MAINTENANCE_INTERVAL, store.maintain, "metrics roll-up")]
     if app.state.proxmox:
         proxmox = ProxmoxCollector(app.state.proxmox.values(), store, clock)
-        jobs.append(
-            every(
-                settings.metrics_interval_servers,
-                proxmox.collect_servers,
-                name="server metrics",
-                clock=clock,
-            )
-        )
-        jobs.append(
-            every(
-                settings.metrics_interval_vms,
-                proxmox.collect_guests,
-                name="guest metrics",
-                clock=clock,
-            )
-        )
+        jobs.append(periodic(settings.metrics_interval_servers, proxmox.collect_servers, "servers"))
+        jobs.append(periodic(settings.metrics_interval_vms, proxmox.collect_guests, "guests"))
     if (automations := app.state.upstreams.get("automations")) is not None:
         collector = AutomationCollector(automations, store, clock)
         jobs.append(
-            every(
-                settings.metrics_interval_automations,
-                collector.collect,
-                name="automation metrics",
-                clock=clock,
-            )
+            periodic(settings.metrics_interval_automations, collector.collect, "automations")
         )
     if (mqtt := app.state.upstreams.get("mqtt")) is not None:
         tracker = DeviceTracker(mqtt.hub, store, settings.metrics_device_ignored_keys, clock)

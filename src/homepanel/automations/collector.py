@@ -3,14 +3,9 @@ interval, from the cumulative counts the Automation API reports (reset by a rest
 
 from __future__ import annotations
 
-import logging
-
 from homepanel.automations.client import AutomationClient
-from homepanel.core.errors import ApiError
-from homepanel.core.schedule import Clock, with_retries
+from homepanel.core.schedule import Clock, retried_or_skipped
 from homepanel.store.metrics import AUTOMATION, MetricsStore, counter_delta
-
-logger = logging.getLogger(__name__)
 
 
 class AutomationCollector:
@@ -21,12 +16,10 @@ class AutomationCollector:
         self._counts: dict[str, tuple[float | None, float | None]] = {}
 
     async def collect(self, tick: float) -> None:
-        try:
-            listing = await with_retries(
-                self._client.automations, what="Automation API list", clock=self._clock
-            )
-        except ApiError as exc:
-            logger.warning("Skipped automation metrics this round: %s", exc.detail)
+        listing = await retried_or_skipped(
+            self._client.automations, what="Automation API metrics", clock=self._clock
+        )
+        if listing is None:
             return
         samples = {}
         for automation in listing.automations:

@@ -74,6 +74,17 @@ async def every(
             logger.warning("%s took longer than its %g s interval", name, interval)
 
 
+async def retried_or_skipped(
+    call: Callable[[], Awaitable[T]], *, what: str, clock: Clock
+) -> T | None:
+    """`with_retries`, but a call that still fails is logged and skipped (None)."""
+    try:
+        return await with_retries(call, what=what, clock=clock)
+    except ApiError as exc:
+        logger.warning("Skipped %s this round: %s", what, exc.detail)
+        return None
+
+
 async def with_retries(call: Callable[[], Awaitable[T]], *, what: str, clock: Clock) -> T:
     """`call()`, retried on upstream errors after 1 s, 2 s and 4 s; the last error is raised."""
 

@@ -30,18 +30,22 @@ class _Series(BaseModel):
     interval: int = Field(description="seconds between points")
 
 
-class ServerPoint(BaseModel):
+class _UsagePoint(BaseModel):
     timestamp: int
     cpu_percent: float | None
     cpu_min: float | None = Field(description="lowest CPU % within the point's bucket")
     cpu_max: float | None = Field(description="highest CPU % within the point's bucket")
     ram_used: int | None
     ram_total: int | None
-    ram_percent: float | None
-    disk_read: float | None = Field(description="always null: Proxmox has no node disk I/O")
-    disk_write: float | None
     net_rx: float | None = Field(description="bytes per second")
     net_tx: float | None
+    disk_read: float | None = Field(description="bytes per second")
+    disk_write: float | None
+
+
+class ServerPoint(_UsagePoint):
+    ram_percent: float | None
+    disk_read: float | None = Field(description="always null: Proxmox has no node disk I/O")
 
 
 class ServerMetrics(_Series):
@@ -49,17 +53,8 @@ class ServerMetrics(_Series):
     data: list[ServerPoint]
 
 
-class VmPoint(BaseModel):
-    timestamp: int
-    cpu_percent: float | None
-    cpu_min: float | None
-    cpu_max: float | None
-    ram_used: int | None
-    ram_total: int | None
-    net_rx: float | None = Field(description="bytes per second")
-    net_tx: float | None
-    disk_read: float | None = Field(description="bytes per second")
-    disk_write: float | None
+class VmPoint(_UsagePoint):
+    pass
 
 
 class VmMetrics(_Series):

@@ -10,17 +10,13 @@ and disk figures are cumulative counters; they are stored as rates between two c
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from homepanel.core.errors import ApiError
-from homepanel.core.schedule import Clock, with_retries
+from homepanel.core.schedule import Clock, retried_or_skipped
 from homepanel.proxmox.client import ProxmoxClient
 from homepanel.proxmox.schemas import PveResource
 from homepanel.store.metrics import SERVER, VM, MetricsStore, counter_delta
-
-logger = logging.getLogger(__name__)
 
 Sample = dict[str, float | None]
 
@@ -59,13 +55,13 @@ class ProxmoxCollector:
             await self._store.write_samples(VM, int(tick), samples)
 
     async def _server(self, client: ProxmoxClient) -> Sample | None:
-        try:
-            status, rates = await asyncio.gather(
-                with_retries(client.node_status, what=f"{client.label} status", clock=self._clock),
-                with_retries(client.net_rates, what=f"{client.label} RRD", clock=self._clock),
-            )
-        except ApiError as exc:
-            logger.warning("Skipped %s metrics this round: %s", client.label, exc.detail)
+        status, rates = await asyncio.gather(
+            retried_or_skipped(
+                client.node_status, what=f"{client.label} status", clock=self._clock
+            ),
+            retried_or_skipped(client.net_rates, what=f"{client.label} RRD", clock=self._clock),
+        )
+        if status is None:
             return None
         memory = status.memory
         return {
@@ -80,12 +76,10 @@ class ProxmoxCollector:
         }
 
     async def _guests(self, client: ProxmoxClient, tick: float) -> dict[str, Sample]:
-        try:
-            guests = await with_retries(
-                client.guest_resources, what=f"{client.label} guests", clock=self._clock
-            )
-        except ApiError as exc:
-            logger.warning("Skipped %s guest metrics this round: %s", client.label, exc.detail)
+        guests = await retried_or_skipped(
+            client.guest_resources, what=f"{client.label} guests", clock=self._clock
+        )
+        if guests is None:
             return {}
         samples = {}
         for guest in guests:
