@@ -44,10 +44,14 @@ class Database:
             raise RuntimeError(f"SQLite {sqlite3.sqlite_version} is too old; 3.37+ is needed")
         path.parent.mkdir(parents=True, exist_ok=True)
         writer = await aiosqlite.connect(path, isolation_level=None)
-        # Must precede the first table, or it silently stays off until a full VACUUM.
-        await writer.execute("PRAGMA auto_vacuum=INCREMENTAL")
-        await writer.executescript(_PRAGMAS)
-        await _migrate(writer)
+        try:
+            # Must precede the first table, or it silently stays off until a full VACUUM.
+            await writer.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            await writer.executescript(_PRAGMAS)
+            await _migrate(writer)
+        except BaseException:
+            await writer.close()  # its worker thread would otherwise outlive the error
+            raise
         reader = await aiosqlite.connect(path, isolation_level=None)
         await reader.executescript(_PRAGMAS + "PRAGMA query_only=ON;")
         return cls(path, writer, reader)
