@@ -167,6 +167,9 @@ def test_openapi_describes_every_endpoint_with_typed_models(app_server: AppServe
         ("DELETE", "/api/ai/chat/{process_id}"),
     }
     assert expected <= set(operations)
+    prometheus = operations.pop(("GET", "/metrics"))
+    assert "text/plain" in next(iter(prometheus["responses"]["200"]["content"]))
+    assert ("GET", "/api/health/upstreams") in operations
     snapshot = operations.pop(("GET", "/api/frigate/camera/{name}/snapshot"))
     assert set(snapshot["responses"]["200"]["content"]) == {"image/jpeg"}
     for stream in (

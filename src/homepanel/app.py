@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -27,6 +28,7 @@ from homepanel.automations.router import router as automations_router
 from homepanel.core.auth import LoginLockout, TokenService, load_or_create_secret
 from homepanel.core.config import Settings
 from homepanel.core.errors import install_error_handlers
+from homepanel.core.observability import MetricsMiddleware, Observability
 from homepanel.core.ratelimit import RateLimiter
 from homepanel.core.schedule import SYSTEM_CLOCK, Clock, every
 from homepanel.frigate.client import FrigateClient
@@ -94,6 +96,7 @@ def create_app(
     app.state.proxmox = {}
     app.state.upstreams = {}
 
+    app.state.observability = Observability()
     install_error_handlers(app, production=settings.is_production)
     app.add_middleware(
         CORSMiddleware,
@@ -103,6 +106,8 @@ def create_app(
         allow_headers=["Authorization", "Content-Type", "X-Requested-With", "Last-Event-ID"],
         max_age=600,
     )
+    # Outermost: it sees every answer, CORS preflights and error responses included.
+    app.add_middleware(MetricsMiddleware, observability=app.state.observability)
     app.include_router(health_router)
     app.include_router(auth_router)
     for router in (
@@ -144,8 +149,11 @@ async def _open(app: FastAPI, stack: AsyncExitStack) -> None:
     await tokens.load_revoked()
     app.state.tokens = tokens
 
+    observability: Observability = app.state.observability
     for server in settings.proxmox_servers:
-        client = ProxmoxClient(server)
+        key = f"proxmox:{server.id}"
+        observability.upstream(key)
+        client = ProxmoxClient(server, on_call=partial(observability.upstream_call, key))
         stack.push_async_callback(client.aclose)
         app.state.proxmox[server.id] = client
     for name, url, client_class in (
@@ -154,10 +162,13 @@ async def _open(app: FastAPI, stack: AsyncExitStack) -> None:
         ("automations", settings.automation_api_url, AutomationClient),
         ("ai", settings.ai_hub_url, AiClient),
     ):
+        observability.upstream(name, configured=url is not None)
         if url is not None:  # unset: "not configured", its endpoints answer 503
-            upstream = client_class(settings)
+            upstream = client_class(settings, on_call=partial(observability.upstream_call, name))
             stack.push_async_callback(upstream.aclose)
             app.state.upstreams[name] = upstream
+    if "mqtt" in app.state.upstreams:
+        observability.hubs.append(app.state.upstreams["mqtt"].hub)
 
     app.state.metrics = MetricsStore(db, _retention(settings))
     if settings.metrics_enabled:
@@ -182,11 +193,17 @@ def _start_jobs(app: FastAPI, settings: Settings) -> list[asyncio.Task[None]]:
     """The collectors, the device tracker and the roll-ups, as background tasks."""
     clock: Clock = app.state.clock
     store: MetricsStore = app.state.metrics
+    observability: Observability = app.state.observability
 
     def periodic(
         interval: int, job: Callable[[float], Awaitable[None]], name: str
     ) -> Awaitable[None]:
-        return every(interval, job, name=name, clock=clock)
+        return every(interval, job, name=name, clock=clock, on_done=on_done)
+
+    def on_done(name: str, ok: bool, seconds: float) -> None:
+        observability.job_done(name, ok)
+        if name == "metrics roll-up":
+            observability.rollup_duration.observe(seconds)
 
     jobs = [periodic(MAINTENANCE_INTERVAL, store.maintain, "metrics roll-up")]
     if app.state.proxmox:

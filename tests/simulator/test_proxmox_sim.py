@@ -729,6 +729,78 @@ async def test_cluster_resources_are_filtered_by_privilege(pve8: Sim) -> None:
     }
 
 
+# -- access permissions ---------------------------------------------------------------------
+
+DEFAULT_PATHS = ("/", "/access", "/access/groups", "/nodes", "/pool", "/sdn", "/storage", "/vms")
+
+
+async def test_permissions_list_the_tokens_privileges_per_path(pve8: Sim, pve9: Sim) -> None:
+    everything = {"Sys.Audit": 1, "VM.Audit": 1, "VM.PowerMgmt": 1}
+    for sim in (pve8, pve9):
+        assert await data(sim.client, "/access/permissions") == dict.fromkeys(
+            DEFAULT_PATHS, everything
+        )
+    headers = as_auditor(pve8.host, "Sys.Audit", "VM.Audit")
+    response = await pve8.client.get("/access/permissions", headers=headers)
+    assert response.json()["data"]["/vms"] == {"Sys.Audit": 1, "VM.Audit": 1}
+
+
+async def test_permissions_of_a_privilege_separated_token_without_acls_are_empty(
+    pve8: Sim,
+) -> None:
+    """The classic support case: the token works (200), but holds nothing at all."""
+    bare = as_auditor(pve8.host)
+    response = await pve8.client.get("/access/permissions", headers=bare)
+    assert (response.status_code, response.json()) == (200, {"data": {}})
+    guests = await pve8.client.get("/nodes/nas/qemu", headers=bare)
+    assert guests.json() == {"data": []}
+
+
+async def test_permissions_of_one_path(pve9: Sim) -> None:
+    assert await data(pve9.client, "/access/permissions?path=/vms/100") == {
+        "/vms/100": {"Sys.Audit": 1, "VM.Audit": 1, "VM.PowerMgmt": 1}
+    }
+    bare = as_auditor(pve9.host)
+    response = await pve9.client.get("/access/permissions?path=/nodes/nas", headers=bare)
+    assert response.json() == {"data": {"/nodes/nas": {}}}  # the path is reported, even empty
+
+
+async def test_permissions_of_another_user_need_sys_audit_on_access(pve8: Sim) -> None:
+    token_id, auditor_id = TOKEN.rpartition("=")[0], AUDITOR.rpartition("=")[0]
+    own = await data(pve8.client, f"/access/permissions?userid={quote(token_id)}")
+    assert own["/"] == {"Sys.Audit": 1, "VM.Audit": 1, "VM.PowerMgmt": 1}
+    headers = as_auditor(pve8.host, "VM.Audit")
+    itself = await pve8.client.get(
+        "/access/permissions", params={"userid": auditor_id}, headers=headers
+    )
+    assert itself.json()["data"]["/vms"] == {"VM.Audit": 1}
+    other = await pve8.client.get(
+        "/access/permissions", params={"userid": token_id}, headers=headers
+    )
+    reason = "Permission check failed (/access, Sys.Audit)"
+    assert (other.status_code, other.reason_phrase) == (403, reason)
+    # The configured token holds Sys.Audit: it may look at others, unknown ones hold nothing.
+    audited = await data(pve8.client, f"/access/permissions?userid={quote(auditor_id)}")
+    assert audited["/"] == {"VM.Audit": 1}
+    assert await data(pve8.client, "/access/permissions?userid=nobody@pve") == {}
+
+
+async def test_permissions_parameter_errors(pve9: Sim) -> None:
+    response = await pve9.client.get("/access/permissions?userid=nobody&privs=Sys.Audit")
+    assert (response.status_code, response.reason_phrase) == (400, "Parameter verification failed.")
+    assert response.json()["errors"] == {
+        "privs": "property is not defined in schema and the schema does not allow additional "
+        "properties",
+        "userid": "value does not match the regex pattern",
+    }
+
+
+async def test_permissions_need_a_valid_token(pve8: Sim) -> None:
+    del pve8.client.headers["Authorization"]
+    response = await pve8.client.get("/access/permissions")
+    assert (response.status_code, response.reason_phrase) == (401, "No ticket")
+
+
 # -- faults, bookkeeping, demo lab ----------------------------------------------------------
 
 

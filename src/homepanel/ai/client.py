@@ -6,7 +6,7 @@ import httpx2
 
 from homepanel.ai.schemas import CancelResult, ChatRequest, ProcessList
 from homepanel.core.config import Settings
-from homepanel.core.http import UpstreamClient, basic_auth, path_segments
+from homepanel.core.http import OnCall, UpstreamClient, basic_auth, path_segments
 
 # The REST calls answer at once; a chat may think for the spec's 300 s between two events.
 TIMEOUT = 10.0
@@ -14,7 +14,7 @@ CHAT_SILENCE = 300.0
 
 
 class AiClient:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, on_call: OnCall | None = None) -> None:
         assert settings.ai_hub_url is not None
         self._http = UpstreamClient(
             "AI hub",
@@ -22,6 +22,7 @@ class AiClient:
             timeout=TIMEOUT,
             auth=basic_auth(settings.ai_hub_username, settings.ai_hub_password),
             credentials="AI_HUB_USERNAME / AI_HUB_PASSWORD",
+            on_call=on_call,
         )
 
     async def aclose(self) -> None:

@@ -6,14 +6,14 @@ import httpx2
 
 from homepanel.automations.schemas import Automation, AutomationList, ControlAction, ControlResult
 from homepanel.core.config import Settings
-from homepanel.core.http import UpstreamClient, basic_auth, path_segments
+from homepanel.core.http import OnCall, UpstreamClient, basic_auth, path_segments
 
 TIMEOUT = 5.0
 LOG_SILENCE = 60.0  # the Automation API sends a keep-alive every 15 s
 
 
 class AutomationClient:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, on_call: OnCall | None = None) -> None:
         assert settings.automation_api_url is not None
         self._http = UpstreamClient(
             "Automation API",
@@ -21,6 +21,7 @@ class AutomationClient:
             timeout=TIMEOUT,
             auth=basic_auth(settings.automation_api_username, settings.automation_api_password),
             credentials="AUTOMATION_API_USERNAME / AUTOMATION_API_PASSWORD",
+            on_call=on_call,
         )
 
     async def aclose(self) -> None:

@@ -15,12 +15,13 @@ class AutomationCollector:
         self._clock = clock
         self._counts: dict[str, tuple[float | None, float | None]] = {}
 
-    async def collect(self, tick: float) -> None:
+    async def collect(self, tick: float) -> bool:
+        """One round; False when the Automation API could not be read."""
         listing = await retried_or_skipped(
             self._client.automations, what="Automation API metrics", clock=self._clock
         )
         if listing is None:
-            return
+            return False
         samples = {}
         for automation in listing.automations:
             status = automation.mqtt.status
@@ -36,3 +37,4 @@ class AutomationCollector:
                 }
         if samples:
             await self._store.write_samples(AUTOMATION, int(tick), samples)
+        return True

@@ -30,6 +30,7 @@ from homepanel.core.errors import ApiError, NotFound, UpstreamError, UpstreamTim
 logger = logging.getLogger(__name__)
 
 Params = Mapping[str, str | int | float]
+OnCall = Callable[[float, str | None], None]  # (seconds, error or None)
 T = TypeVar("T")
 
 
@@ -193,9 +194,11 @@ class UpstreamClient:
         auth: httpx2.Auth | tuple[str, str] | None = None,
         verify: bool | Path = True,
         credentials: str = "",
+        on_call: OnCall | None = None,
     ) -> None:
         self.service = service
         self.timeout = timeout
+        self._on_call = on_call  # told each call's duration and failure, for health and metrics
         self.credentials = credentials  # the variables to fix when the upstream refuses us
         common: dict[str, Any] = {
             "base_url": base_url,
@@ -272,7 +275,8 @@ class UpstreamClient:
                 method, path, params=params, json=json, content=content, headers=headers
             )
         except httpx2.HTTPError as exc:
-            raise self._transport_error(exc) from None
+            raise self._failed(exc, started) from None
+        self._report(started, response.status_code)
         elapsed_ms = (time.perf_counter() - started) * 1000
         logger.debug(
             "%s %s %s -> %s in %.1f ms",
@@ -289,6 +293,18 @@ class UpstreamClient:
             headers=response.headers,
             content=response.content,
         )
+
+    def _report(self, started: float, status: int) -> None:
+        if self._on_call is not None:
+            # Refused credentials or a server error make the upstream unusable: "down".
+            broken = status >= 500 or status in (401, 403)
+            self._on_call(time.perf_counter() - started, f"HTTP {status}" if broken else None)
+
+    def _failed(self, exc: httpx2.HTTPError, started: float) -> ApiError:
+        error = self._transport_error(exc)
+        if self._on_call is not None:
+            self._on_call(time.perf_counter() - started, error.detail)
+        return error
 
     def _transport_error(self, exc: httpx2.HTTPError) -> ApiError:
         logger.warning("%s request failed: %s: %s", self.service, type(exc).__name__, exc)
@@ -332,10 +348,12 @@ class UpstreamClient:
         request = self._streams.build_request(
             method, path, params=params, json=json, timeout=_stream_timeout(read_timeout)
         )
+        started = time.perf_counter()
         try:
             response = await self._streams.send(request, stream=True)
         except httpx2.HTTPError as exc:
-            raise self._transport_error(exc) from None
+            raise self._failed(exc, started) from None
+        self._report(started, response.status_code)
         try:
             await self._check_stream(response, not_found)
         except BaseException:
@@ -346,12 +364,14 @@ class UpstreamClient:
     @contextlib.asynccontextmanager
     async def events(self, path: str, *, read_timeout: float) -> AsyncIterator[EventSource]:
         """An upstream SSE stream, parsed into events (multi-line data joined, comments dropped)."""
+        started = time.perf_counter()
         try:
             async with self._streams.sse(path, timeout=_stream_timeout(read_timeout)) as source:
+                self._report(started, source.response.status_code)
                 await self._check_stream(source.response, None)
                 yield source
         except httpx2.HTTPError as exc:
-            raise self._transport_error(exc) from None
+            raise self._failed(exc, started) from None
 
     async def _check_stream(self, response: httpx2.Response, not_found: str | None) -> None:
         if response.is_success and response.headers.get("content-type", "").startswith(

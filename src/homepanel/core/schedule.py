@@ -51,26 +51,35 @@ def next_tick(now: float, interval: float) -> float:
     return (now // interval + 1) * interval
 
 
+JobDone = Callable[[str, bool, float], None]  # (job name, succeeded, seconds)
+
+
 async def every(
     interval: float,
-    job: Callable[[float], Awaitable[None]],
+    job: Callable[[float], Awaitable[bool | None]],
     *,
     name: str,
     clock: Clock = SYSTEM_CLOCK,
+    on_done: JobDone | None = None,
 ) -> None:
-    """Run `job(tick)` at each multiple of `interval` until cancelled."""
+    """Run `job(tick)` at each multiple of `interval` until cancelled. A job that raises, or
+    returns False (it skipped part of its work), counts as failed."""
     while True:
         now = clock.time()
         tick = next_tick(now, interval)
         await clock.sleep(tick - now)
-        started = clock.time()
+        started = time.perf_counter()
         try:
-            await job(tick)
+            ok = await job(tick) is not False
         except asyncio.CancelledError:
             raise
         except Exception:  # one bad run must not end the job for good
             logger.exception("%s failed", name)
-        if clock.time() - started > interval:
+            ok = False
+        seconds = time.perf_counter() - started
+        if on_done is not None:
+            on_done(name, ok, seconds)
+        if seconds > interval:
             logger.warning("%s took longer than its %g s interval", name, interval)
 
 

@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 from homepanel.core.config import Settings
 from homepanel.core.errors import UpstreamError
-from homepanel.core.http import Params, UpstreamClient, UpstreamResponse, parse_as
+from homepanel.core.http import OnCall, Params, UpstreamClient, UpstreamResponse, parse_as
 from homepanel.frigate.schemas import FrigateConfig, FrigateEvent, FrigateStats
 
 TIMEOUT = 5.0
@@ -22,10 +22,14 @@ CREDENTIALS = "FRIGATE_USERNAME / FRIGATE_PASSWORD"
 
 
 class FrigateClient:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, on_call: OnCall | None = None) -> None:
         assert settings.frigate_url is not None
         self._http = UpstreamClient(
-            "Frigate", settings.frigate_url, timeout=TIMEOUT, verify=settings.frigate_verify_ssl
+            "Frigate",
+            settings.frigate_url,
+            timeout=TIMEOUT,
+            verify=settings.frigate_verify_ssl,
+            on_call=on_call,
         )
         self._credentials: dict[str, str] | None = None
         if settings.frigate_username:

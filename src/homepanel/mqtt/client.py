@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import JsonValue
 
 from homepanel.core.config import Settings
-from homepanel.core.http import UpstreamClient, basic_auth
+from homepanel.core.http import OnCall, UpstreamClient, basic_auth
 from homepanel.mqtt.schemas import TopicList
 from homepanel.streams.hub import StreamHub
 
@@ -27,7 +27,7 @@ STREAM_SILENCE = 45.0
 
 
 class MqttClient:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, on_call: OnCall | None = None) -> None:
         assert settings.mqtt_api_url is not None
         self._http = UpstreamClient(
             "MQTT API",
@@ -35,6 +35,7 @@ class MqttClient:
             timeout=TIMEOUT,
             auth=basic_auth(settings.mqtt_api_username, settings.mqtt_api_password),
             credentials="MQTT_API_USERNAME / MQTT_API_PASSWORD",
+            on_call=on_call,
         )
         self.hub = StreamHub("MQTT API", self.messages, event="mqtt")
 

@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 from homepanel.core.config import ProxmoxServer
 from homepanel.core.errors import Conflict, NotFound, UpstreamError
-from homepanel.core.http import Params, UpstreamClient, UpstreamResponse, parse_as
+from homepanel.core.http import OnCall, Params, UpstreamClient, UpstreamResponse, parse_as
 from homepanel.proxmox.schemas import (
     GuestType,
     PowerAction,
@@ -57,7 +57,7 @@ def _message(response: UpstreamResponse) -> str:
 class ProxmoxClient:
     """One Proxmox host. All paths are relative to `/api2/json`."""
 
-    def __init__(self, server: ProxmoxServer) -> None:
+    def __init__(self, server: ProxmoxServer, on_call: OnCall | None = None) -> None:
         self.server = server
         self.label = f"Proxmox '{server.id}'"
         headers = {}
@@ -69,6 +69,7 @@ class ProxmoxClient:
             timeout=TIMEOUT,
             headers=headers,
             verify=server.verify_ssl,
+            on_call=on_call,
         )
         self._node_path = f"/nodes/{quote(server.node, safe='')}"
 
@@ -125,6 +126,15 @@ class ProxmoxClient:
     async def task(self, upid: str) -> PveTask:
         data = await self._get(f"{self._node_path}/tasks/{quote(upid, safe='')}/status")
         return parse_as(PveTask, data, self.label)
+
+    async def version(self) -> dict[str, Any]:
+        """`{"release", "version", "repoid"}`; it needs a valid token like every other call."""
+        return parse_as(dict[str, Any], await self._get("/version"), self.label)
+
+    async def permissions(self) -> dict[str, dict[str, bool]]:
+        """The token's effective privileges: ACL path -> {privilege: propagates to sub-paths}."""
+        data = await self._get("/access/permissions")
+        return parse_as(dict[str, dict[str, bool]], data, self.label)
 
     # --- actions ---------------------------------------------------------------------------
 

@@ -42,17 +42,26 @@ class ProxmoxCollector:
         self._clock = clock
         self._counters: dict[str, _Counters] = {}
 
-    async def collect_servers(self, tick: float) -> None:
+    async def collect_servers(self, tick: float) -> bool:
+        """One round; False when a server had to be skipped."""
         found = await asyncio.gather(*(self._server(client) for client in self._clients))
         samples = {client.server.id: s for client, s in zip(self._clients, found, strict=True) if s}
         if samples:
             await self._store.write_samples(SERVER, int(tick), samples)
+        return len(samples) == len(self._clients)
 
-    async def collect_guests(self, tick: float) -> None:
+    async def collect_guests(self, tick: float) -> bool:
+        """One round; False when a server's guests had to be skipped."""
         found = await asyncio.gather(*(self._guests(client, tick) for client in self._clients))
-        samples = {name: sample for per_server in found for name, sample in per_server.items()}
+        samples = {
+            name: sample
+            for per_server in found
+            if per_server
+            for name, sample in per_server.items()
+        }
         if samples:
             await self._store.write_samples(VM, int(tick), samples)
+        return all(per_server is not None for per_server in found)
 
     async def _server(self, client: ProxmoxClient) -> Sample | None:
         status, rates = await asyncio.gather(
@@ -75,12 +84,12 @@ class ProxmoxCollector:
             "net_tx": rates[1] if rates else None,
         }
 
-    async def _guests(self, client: ProxmoxClient, tick: float) -> dict[str, Sample]:
+    async def _guests(self, client: ProxmoxClient, tick: float) -> dict[str, Sample] | None:
         guests = await retried_or_skipped(
             client.guest_resources, what=f"{client.label} guests", clock=self._clock
         )
         if guests is None:
-            return {}
+            return None
         samples = {}
         for guest in guests:
             name = f"{client.server.id}/{guest.vmid}"

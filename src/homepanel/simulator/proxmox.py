@@ -49,6 +49,21 @@ _UPID = re.compile(
 # The privileges the panel's checks involve; the configured token has them all.
 PRIVILEGES = frozenset({"Sys.Audit", "VM.Audit", "VM.PowerMgmt"})
 _PRIVILEGES = web.RequestKey("privileges", frozenset)
+_AUTH_ID = web.RequestKey("auth_id", str)  # the calling token's id, user@realm!tokenid
+# GET /access/permissions without `path` reports these paths plus every path with an ACL
+# (PVE::RPCEnvironment::get_effective_permissions), leaving out those without privileges.
+_DEFAULT_ACL_PATHS = (
+    "/",
+    "/access",
+    "/access/groups",
+    "/nodes",
+    "/pool",
+    "/sdn",
+    "/storage",
+    "/vms",
+)
+# PVE::AccessControl's userid_or_token_regex: user@realm, optionally !tokenid.
+_USERID = re.compile(r"[^\s:/]+@[A-Za-z][A-Za-z0-9.\-_]+(?:![A-Za-z][A-Za-z0-9.\-_]+)?")
 _TOKEN_HEADER = re.compile(r"(?:^|\s)PVEAPIToken(?:=| )([^;]*)")
 
 _ACTIONS: dict[str, tuple[str, ...]] = {
@@ -254,12 +269,15 @@ def _enum_error(value: str, choices: Iterable[str]) -> str:
 
 
 def _query(
-    request: web.Request, enums: dict[str, Iterable[str]], required: Iterable[str] = ()
+    request: web.Request,
+    enums: dict[str, Iterable[str] | re.Pattern[str] | None],
+    required: Iterable[str] = (),
 ) -> dict[str, str]:
-    """Query parameters checked like PVE::JSONSchema: enums, required ones, no extras.
+    """Query parameters checked like PVE::JSONSchema: enums, patterns, required ones, no extras.
 
-    Every method says ``additionalProperties => 0``, so an unknown parameter is a 400 too,
-    and all problems are reported together in ``errors``.
+    A parameter's choices are an enumeration, a pattern the whole value must match, or None
+    for any string. Every method says ``additionalProperties => 0``, so an unknown parameter
+    is a 400 too, and all problems are reported together in ``errors``.
     """
     errors: dict[str, str] = {}
     for name in request.query:
@@ -273,7 +291,10 @@ def _query(
         if value is None:
             if name in required:
                 errors[name] = "property is missing and it is not optional"
-        elif value not in choices:
+        elif isinstance(choices, re.Pattern):
+            if not choices.fullmatch(value):
+                errors[name] = "value does not match the regex pattern"
+        elif choices is not None and value not in choices:
             errors[name] = _enum_error(value, choices)
     if errors:
         raise _param_error(**errors)
@@ -382,6 +403,7 @@ class ProxmoxHost(SimulatedService):
         app = self.new_app(self._gatekeeper)
         guest = f"{API}/nodes/{{node}}/{{kind:qemu|lxc}}"
         app.router.add_get(f"{API}/version", self._get_version)
+        app.router.add_get(f"{API}/access/permissions", self._get_permissions)
         app.router.add_get(f"{API}/nodes/{{node}}/status", self._get_node_status)
         app.router.add_get(f"{API}/nodes/{{node}}/rrddata", self._get_node_rrddata)
         app.router.add_get(f"{API}/cluster/resources", self._get_cluster_resources)
@@ -411,11 +433,11 @@ class ProxmoxHost(SimulatedService):
     @web.middleware
     async def _gatekeeper(self, request: web.Request, handler: Any) -> web.StreamResponse:
         """After the shared fault knobs: pveproxy's token check and error shaping."""
-        privileges = self._privileges_of(request)
-        if not isinstance(privileges, frozenset):
+        caller = self._caller(request)
+        if isinstance(caller, str):
             await asyncio.sleep(self.faults.auth_delay)
-            return self._respond(401, b"", reason=privileges, close=True)
-        request[_PRIVILEGES] = privileges
+            return self._respond(401, b"", reason=caller, close=True)
+        request[_AUTH_ID], request[_PRIVILEGES] = caller
         try:
             response = await handler(request)
         except _ApiError as error:
@@ -424,13 +446,16 @@ class ProxmoxHost(SimulatedService):
             return self._error_response(_not_implemented(request))
         return _gzip_if_large(request, response)
 
-    def _privileges_of(self, request: web.Request) -> frozenset[str] | str:
-        """The token's privileges, or the reason of the (delayed, empty) 401 pveproxy sends."""
+    def _caller(self, request: web.Request) -> tuple[str, frozenset[str]] | str:
+        """The token's id and privileges, or the reason of pveproxy's (delayed, empty) 401."""
         match = _TOKEN_HEADER.search(request.headers.get("Authorization", ""))
         if match is None:
             return "No ticket"
-        privileges = self._privileges.get(_split_token(unquote(match.group(1))))
-        return self._release.auth_failure_reason if privileges is None else privileges
+        token = _split_token(unquote(match.group(1)))
+        privileges = self._privileges.get(token)
+        if privileges is None:
+            return self._release.auth_failure_reason
+        return token[0], privileges
 
     @staticmethod
     def _require(request: web.Request, privilege: str, path: str) -> None:
@@ -484,6 +509,28 @@ class ProxmoxHost(SimulatedService):
         return self._ok(
             {"release": release.release, "repoid": release.repoid, "version": release.version}
         )
+
+    async def _get_permissions(self, request: web.Request) -> web.Response:
+        """GET /access/permissions: `{path: {privilege: propagate}}` for the caller or `userid`.
+
+        Each token here holds its privileges through one ACL on `/` with propagation, so every
+        reported path carries all of them; a token without any (privilege separation and no
+        ACL) gets `{}`. Asking about someone else needs Sys.Audit on /access, and an unknown
+        id simply has no privileges. With `path`, that one path is reported, even when empty.
+        """
+        params = _query(request, {"userid": _USERID, "path": None})
+        caller = request[_AUTH_ID]
+        userid = params.get("userid", caller)
+        if userid != caller:
+            self._require(request, "Sys.Audit", "/access")
+        privileges = next(
+            (privs for (token_id, _), privs in self._privileges.items() if token_id == userid),
+            frozenset(),
+        )
+        granted = {privilege: 1 for privilege in sorted(privileges)}
+        if "path" in params:
+            return self._ok({params["path"]: granted})
+        return self._ok({path: granted for path in _DEFAULT_ACL_PATHS if granted})
 
     async def _get_node_status(self, request: web.Request) -> web.Response:
         self._check_node(request)
