@@ -77,6 +77,7 @@ def lab_settings(lab: Lab, directory: Path, **variables: str) -> Settings:
         "LOG_DIR": str(directory / "logs"),
         "LOG_LEVEL": "DEBUG",
         "RATE_LIMIT_LOGIN": "1000/minute",
+        "RATE_LIMIT_API": "100000/minute",
         "METRICS_ENABLED": "false",  # collectors would poll the lab behind the tests' backs
         **lab.env(),
         **variables,

@@ -26,6 +26,7 @@ from homepanel.automations.client import AutomationClient
 from homepanel.automations.collector import AutomationCollector
 from homepanel.automations.router import router as automations_router
 from homepanel.core.auth import LoginLockout, TokenService, load_or_create_secret
+from homepanel.core.bodylimit import BodyLimitMiddleware
 from homepanel.core.config import Settings
 from homepanel.core.errors import install_error_handlers
 from homepanel.core.observability import MetricsMiddleware, Observability
@@ -106,6 +107,7 @@ def create_app(
         allow_headers=["Authorization", "Content-Type", "X-Requested-With", "Last-Event-ID"],
         max_age=600,
     )
+    app.add_middleware(BodyLimitMiddleware)
     # Outermost: it sees every answer, CORS preflights and error responses included.
     app.add_middleware(MetricsMiddleware, observability=app.state.observability)
     app.include_router(health_router)

@@ -1,8 +1,10 @@
-"""`homepanel serve | demo | check-config`."""
+"""`homepanel serve | demo | check-config | doctor`."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
 import os
 import secrets
 import sys
@@ -17,6 +19,7 @@ from homepanel import __version__
 from homepanel.app import create_app
 from homepanel.core.config import ConfigError, Settings, load_settings
 from homepanel.core.logging import setup_logging
+from homepanel.doctor import diagnose, failed, summary
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -27,10 +30,11 @@ def _parser() -> argparse.ArgumentParser:
         ("serve", "run the service from the environment and .env"),
         ("demo", "run the service against a simulated home lab on loopback"),
         ("check-config", "validate the configuration and exit"),
+        ("doctor", "check every configured upstream and say what to fix"),
     ):
         command = commands.add_parser(name, help=help_text)
         command.add_argument("--env-file", type=Path, default=Path(".env"), metavar="PATH")
-        if name != "check-config":
+        if name not in ("check-config", "doctor"):
             command.add_argument("--host", help="listen address (default: HOST)")
             command.add_argument("--port", type=int, help="listen port (default: PORT)")
     return parser
@@ -136,7 +140,21 @@ def check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def doctor(args: argparse.Namespace) -> int:
+    """One line per check of every configured upstream; 1 if any failed, 2 if misconfigured."""
+    settings = _load(args.env_file)
+    if settings is None:
+        return 2
+    logging.getLogger("homepanel").addHandler(logging.NullHandler())  # the verdicts say it all
+    checks = asyncio.run(diagnose(settings))
+    for check in checks:
+        print(check.line())
+    print(summary(checks))
+    return 1 if failed(checks) else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    command = {"serve": serve, "demo": demo, "check-config": check_config}[args.command]
+    commands = {"serve": serve, "demo": demo, "check-config": check_config, "doctor": doctor}
+    command = commands[args.command]
     return command(args)

@@ -9,8 +9,7 @@ from fastapi import APIRouter, Depends, Path, Request
 
 from homepanel.ai.client import AiClient
 from homepanel.ai.schemas import PROCESS_ID, CancelResult, ChatRequest, ProcessList
-from homepanel.core.auth import require_session
-from homepanel.core.deps import ClientIp, SettingsDep, upstream
+from homepanel.core.deps import API_DEPENDENCIES, ClientIp, SettingsDep, upstream
 from homepanel.core.errors import ErrorResponse
 from homepanel.core.ratelimit import RateLimiter
 from homepanel.streams.sse import RelayResponse
@@ -20,7 +19,7 @@ logger = logging.getLogger(__name__)
 router = APIRouter(
     prefix="/api/ai",
     tags=["ai"],
-    dependencies=[Depends(require_session)],
+    dependencies=API_DEPENDENCIES,
     responses={code: {"model": ErrorResponse} for code in (401, 404, 422, 429, 502, 503, 504)},
 )
 Ai = Annotated[AiClient, Depends(upstream("ai", "The AI hub", "AI_HUB_URL"))]

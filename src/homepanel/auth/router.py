@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field
 
 from homepanel.core.auth import COOKIE_NAME, LoginLockout, TokenService
-from homepanel.core.deps import ClientIp, SessionDep, SettingsDep
+from homepanel.core.deps import ClientIp, SessionDep, SettingsDep, rate_limit_api
 from homepanel.core.errors import ErrorResponse, Unauthorized
 from homepanel.core.ratelimit import RateLimiter
 
@@ -59,7 +59,11 @@ async def login(
     return LoginResponse(success=True, jwt=token, expires_in=tokens.ttl)
 
 
-@router.post("/logout", responses={401: {"model": ErrorResponse}})
+@router.post(
+    "/logout",
+    dependencies=[Depends(rate_limit_api)],
+    responses={401: {"model": ErrorResponse}, 429: {"model": ErrorResponse}},
+)
 async def logout(request: Request, response: Response, session: SessionDep) -> LogoutResponse:
     """Revoke this JWT and clear the cookie."""
     tokens: TokenService = request.app.state.tokens

@@ -19,8 +19,7 @@ from homepanel.automations.schemas import (
     ControlAction,
     ControlResult,
 )
-from homepanel.core.auth import require_session
-from homepanel.core.deps import upstream
+from homepanel.core.deps import API_DEPENDENCIES, upstream
 from homepanel.core.errors import ErrorResponse
 from homepanel.streams.sse import RelayResponse
 
@@ -29,7 +28,7 @@ logger = logging.getLogger(__name__)
 router = APIRouter(
     prefix="/api/automations",
     tags=["automations"],
-    dependencies=[Depends(require_session)],
+    dependencies=API_DEPENDENCIES,
     responses={code: {"model": ErrorResponse} for code in (401, 404, 422, 502, 503, 504)},
 )
 Automations = Annotated[

@@ -10,7 +10,7 @@ from fastapi import Depends, Request
 from homepanel.core.auth import Session, require_session
 from homepanel.core.config import Settings
 from homepanel.core.errors import NotConfigured
-from homepanel.core.ratelimit import client_ip
+from homepanel.core.ratelimit import RateLimiter, client_ip
 
 
 def get_settings(request: Request) -> Settings:
@@ -21,6 +21,14 @@ def get_client_ip(request: Request) -> str:
     return client_ip(request, request.app.state.trusted_networks)
 
 
+async def rate_limit_api(request: Request, ip: Annotated[str, Depends(get_client_ip)]) -> None:
+    """`RATE_LIMIT_API` per client IP. An event stream is one request, counted once."""
+    limiter: RateLimiter = request.app.state.rate_limiter
+    await limiter.hit(request.app.state.settings.rate_limit_api, "api", ip)
+
+
+# Every `/api/` router but login: the rate limit first (it also slows unauthenticated floods).
+API_DEPENDENCIES = [Depends(rate_limit_api), Depends(require_session)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ClientIp = Annotated[str, Depends(get_client_ip)]
 SessionDep = Annotated[Session, Depends(require_session)]

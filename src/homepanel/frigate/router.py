@@ -7,8 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import Response
 
-from homepanel.core.auth import require_session
-from homepanel.core.deps import upstream
+from homepanel.core.deps import API_DEPENDENCIES, upstream
 from homepanel.core.errors import ErrorResponse
 from homepanel.frigate.client import FrigateClient
 from homepanel.frigate.schemas import Camera, CameraList, Event, EventList, Stats
@@ -19,7 +18,7 @@ LABEL = r"^[A-Za-z0-9_ -]{1,64}$"
 router = APIRouter(
     prefix="/api/frigate",
     tags=["frigate"],
-    dependencies=[Depends(require_session)],
+    dependencies=API_DEPENDENCIES,
     responses={code: {"model": ErrorResponse} for code in (401, 404, 422, 502, 503, 504)},
 )
 Frigate = Annotated[FrigateClient, Depends(upstream("frigate", "Frigate", "FRIGATE_URL"))]

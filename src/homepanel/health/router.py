@@ -7,14 +7,13 @@ import hmac
 import time
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
 from homepanel import __version__
-from homepanel.core.auth import require_session
-from homepanel.core.deps import SettingsDep
+from homepanel.core.deps import API_DEPENDENCIES, SettingsDep
 from homepanel.core.errors import ErrorResponse, Unauthorized
 from homepanel.core.observability import Observability
 
@@ -55,7 +54,7 @@ async def health(request: Request) -> JSONResponse:
 
 @router.get(
     "/api/health/upstreams",
-    dependencies=[Depends(require_session)],
+    dependencies=API_DEPENDENCIES,
     responses={401: {"model": ErrorResponse}},
 )
 async def upstream_health(request: Request) -> Upstreams:

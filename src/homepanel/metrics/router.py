@@ -11,8 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Request
 
 from homepanel.automations.schemas import NAME_PATTERN
-from homepanel.core.auth import require_session
-from homepanel.core.deps import SettingsDep
+from homepanel.core.deps import API_DEPENDENCIES, SettingsDep
 from homepanel.core.errors import ErrorResponse, NotConfigured, NotFound
 from homepanel.metrics.schemas import (
     AutomationMetrics,
@@ -27,7 +26,7 @@ from homepanel.store.metrics import AUTOMATION, PERIODS, SERVER, VM, Kind, Metri
 router = APIRouter(
     prefix="/api/metrics",
     tags=["metrics"],
-    dependencies=[Depends(require_session)],
+    dependencies=API_DEPENDENCIES,
     responses={code: {"model": ErrorResponse} for code in (401, 404, 422, 503)},
 )
 

@@ -8,8 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header
 from sse_starlette import EventSourceResponse
 
-from homepanel.core.auth import require_session
-from homepanel.core.deps import upstream
+from homepanel.core.deps import API_DEPENDENCIES, upstream
 from homepanel.core.errors import ErrorResponse
 from homepanel.mqtt.client import MqttClient
 from homepanel.mqtt.schemas import PublishRequest, PublishResult, TopicList
@@ -20,7 +19,7 @@ logger = logging.getLogger(__name__)
 router = APIRouter(
     prefix="/api/mqtt",
     tags=["mqtt"],
-    dependencies=[Depends(require_session)],
+    dependencies=API_DEPENDENCIES,
     responses={code: {"model": ErrorResponse} for code in (401, 422, 502, 503, 504)},
 )
 Mqtt = Annotated[MqttClient, Depends(upstream("mqtt", "The MQTT API", "MQTT_API_URL"))]

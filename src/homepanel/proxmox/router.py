@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Request
 
-from homepanel.core.auth import require_session
+from homepanel.core.deps import API_DEPENDENCIES
 from homepanel.core.errors import ApiError, ErrorResponse, NotConfigured, NotFound
 from homepanel.proxmox.client import ProxmoxClient
 from homepanel.proxmox.schemas import (
@@ -32,7 +32,7 @@ _errors = {code: {"model": ErrorResponse} for code in (401, 404, 422, 502, 503, 
 router = APIRouter(
     prefix="/api/proxmox",
     tags=["proxmox"],
-    dependencies=[Depends(require_session)],
+    dependencies=API_DEPENDENCIES,
     responses=_errors,
 )
 
