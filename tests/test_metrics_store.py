@@ -182,7 +182,7 @@ async def test_schema_is_versioned(tmp_path: Path) -> None:
     db = await Database.open(path)
     await db.close()
     with sqlite3.connect(path) as connection:
-        assert connection.execute("PRAGMA user_version").fetchone() == (2,)
+        assert connection.execute("PRAGMA user_version").fetchone() == (3,)
         connection.execute("PRAGMA user_version = 99")
     with pytest.raises(RuntimeError, match="newer than this release"):
         await Database.open(path)

@@ -21,6 +21,8 @@ from fastapi.middleware.cors import CORSMiddleware
 from homepanel import __version__
 from homepanel.ai.client import AiClient
 from homepanel.ai.router import router as ai_router
+from homepanel.audit.log import AuditLog
+from homepanel.audit.router import router as audit_router
 from homepanel.auth.router import router as auth_router
 from homepanel.automations.client import AutomationClient
 from homepanel.automations.collector import AutomationCollector
@@ -59,6 +61,7 @@ Announce = Callable[[FastAPI], None]
 
 
 MAINTENANCE_INTERVAL = 60  # seconds between roll-up and retention cycles
+AUDIT_EXPIRY_INTERVAL = 3600
 
 
 def create_app(
@@ -119,6 +122,7 @@ def create_app(
         automations_router,
         ai_router,
         metrics_router,
+        audit_router,
     ):
         app.include_router(router)
     return app
@@ -173,9 +177,9 @@ async def _open(app: FastAPI, stack: AsyncExitStack) -> None:
         observability.hubs.append(app.state.upstreams["mqtt"].hub)
 
     app.state.metrics = MetricsStore(db, _retention(settings))
-    if settings.metrics_enabled:
-        # Pushed last, so stopped first: no job may outlive the clients and the database.
-        stack.push_async_callback(_stop, _start_jobs(app, settings))
+    app.state.audit = AuditLog(db)
+    # Pushed last, so stopped first: no job may outlive the clients and the database.
+    stack.push_async_callback(_stop, _start_jobs(app, settings))
 
 
 def _retention(settings: Settings) -> Retention:
@@ -192,7 +196,8 @@ def _retention(settings: Settings) -> Retention:
 
 
 def _start_jobs(app: FastAPI, settings: Settings) -> list[asyncio.Task[None]]:
-    """The collectors, the device tracker and the roll-ups, as background tasks."""
+    """The audit log's expiry and, unless metrics are off, the collectors, the device tracker
+    and the roll-ups, as background tasks."""
     clock: Clock = app.state.clock
     store: MetricsStore = app.state.metrics
     observability: Observability = app.state.observability
@@ -207,7 +212,10 @@ def _start_jobs(app: FastAPI, settings: Settings) -> list[asyncio.Task[None]]:
         if name == "metrics roll-up":
             observability.rollup_duration.observe(seconds)
 
-    jobs = [periodic(MAINTENANCE_INTERVAL, store.maintain, "metrics roll-up")]
+    jobs = [periodic(AUDIT_EXPIRY_INTERVAL, app.state.audit.expire, "audit expiry")]
+    if not settings.metrics_enabled:
+        return [asyncio.create_task(job) for job in jobs]
+    jobs.append(periodic(MAINTENANCE_INTERVAL, store.maintain, "metrics roll-up"))
     if app.state.proxmox:
         proxmox = ProxmoxCollector(app.state.proxmox.values(), store, clock)
         jobs.append(periodic(settings.metrics_interval_servers, proxmox.collect_servers, "servers"))

@@ -446,7 +446,7 @@ async def _check_service(settings: Settings, service: _Service) -> list[Check]:
         name=service.name,
         url=url,
         url_variable=f"{prefix}_URL",
-        verify=settings.frigate_verify_ssl if service.has_verify else None,
+        verify=getattr(settings, f"{prefix.lower()}_verify_ssl") if service.has_verify else None,
         verify_variable=verify_variable,
         configured=bool(service.username(settings)),
         tls_hint=(

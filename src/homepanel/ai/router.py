@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Path, Request
 
 from homepanel.ai.client import AiClient
 from homepanel.ai.schemas import PROCESS_ID, CancelResult, ChatRequest, ProcessList
+from homepanel.audit.log import audited
 from homepanel.core.deps import API_DEPENDENCIES, ClientIp, SettingsDep, upstream
 from homepanel.core.errors import ErrorResponse
 from homepanel.core.ratelimit import RateLimiter
@@ -37,9 +38,10 @@ async def chat(
     """Send a message; the hub's `stream-json` events come back unmodified as `event: message`,
     then `event: done` with the `process_id` (use it to cancel). Keep the `session_id` of the
     first `system`/`init` event to continue the conversation."""
-    limiter: RateLimiter = request.app.state.rate_limiter
-    await limiter.hit(settings.rate_limit_ai, "ai", ip)
-    upstream_response = await ai.open_chat(body)
+    async with audited(request, "ai.chat", body.session_id or "new session"):
+        limiter: RateLimiter = request.app.state.rate_limiter
+        await limiter.hit(settings.rate_limit_ai, "ai", ip)
+        upstream_response = await ai.open_chat(body)
     logger.info("AI chat started (session %s)", body.session_id or "new")
     return RelayResponse(upstream_response, "AI hub")
 
@@ -50,8 +52,11 @@ async def list_processes(ai: Ai) -> ProcessList:
 
 
 @router.delete("/chat/{process_id}")
-async def cancel_chat(ai: Ai, process_id: Annotated[str, Path(pattern=PROCESS_ID)]) -> CancelResult:
+async def cancel_chat(
+    request: Request, ai: Ai, process_id: Annotated[str, Path(pattern=PROCESS_ID)]
+) -> CancelResult:
     """Cancel a running chat. The Claude session survives and can be continued."""
-    result = await ai.cancel(process_id)
+    async with audited(request, "ai.cancel", process_id):
+        result = await ai.cancel(process_id)
     logger.info("AI process %s cancelled", process_id)
     return result

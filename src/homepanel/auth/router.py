@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field
 
+from homepanel.audit.log import audited
 from homepanel.core.auth import COOKIE_NAME, LoginLockout, TokenService
 from homepanel.core.deps import ClientIp, SessionDep, SettingsDep, rate_limit_api
 from homepanel.core.errors import ErrorResponse, Unauthorized
@@ -40,11 +41,12 @@ async def login(
     lockout: LoginLockout = request.app.state.login_lockout
     limiter: RateLimiter = request.app.state.rate_limiter
     tokens: TokenService = request.app.state.tokens
-    lockout.check(ip)
-    await limiter.hit(settings.rate_limit_login, "login", ip)
-    if not tokens.check_access_token(body.token):
-        lockout.failed(ip)
-        raise Unauthorized(WRONG_TOKEN, error_code="INVALID_ACCESS_TOKEN")
+    async with audited(request, "login", "panel"):
+        lockout.check(ip)
+        await limiter.hit(settings.rate_limit_login, "login", ip)
+        if not tokens.check_access_token(body.token):
+            lockout.failed(ip)
+            raise Unauthorized(WRONG_TOKEN, error_code="INVALID_ACCESS_TOKEN")
     lockout.succeeded(ip)
     token = tokens.issue()
     response.set_cookie(
@@ -67,6 +69,7 @@ async def login(
 async def logout(request: Request, response: Response, session: SessionDep) -> LogoutResponse:
     """Revoke this JWT and clear the cookie."""
     tokens: TokenService = request.app.state.tokens
-    await tokens.revoke(session)
+    async with audited(request, "logout", "panel"):
+        await tokens.revoke(session)
     response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="strict")
     return LogoutResponse(success=True)

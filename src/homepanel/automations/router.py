@@ -9,8 +9,9 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Request
 
+from homepanel.audit.log import audited
 from homepanel.automations.client import AutomationClient
 from homepanel.automations.schemas import (
     NAME_PATTERN,
@@ -63,10 +64,11 @@ async def automation_logs(
 
 @router.post("/{name:path}/{action}")
 async def control_automation(
-    automations: Automations, name: Name, action: ControlAction
+    request: Request, automations: Automations, name: Name, action: ControlAction
 ) -> ControlResult:
     """Start, stop or restart an automation's container."""
-    result = await automations.control(name, action)
+    async with audited(request, f"automation.{action.value}", name):
+        result = await automations.control(name, action)
     logger.info("Automation %s: %s -> %s", name, action.value, result.new_status)
     return result
 

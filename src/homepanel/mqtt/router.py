@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header
+from fastapi import APIRouter, Depends, Header, Request
 from sse_starlette import EventSourceResponse
 
+from homepanel.audit.log import audited
 from homepanel.core.deps import API_DEPENDENCIES, upstream
 from homepanel.core.errors import ErrorResponse
 from homepanel.mqtt.client import MqttClient
@@ -51,8 +52,9 @@ async def mqtt_stream(
 
 
 @router.post("/publish")
-async def publish(mqtt: Mqtt, body: PublishRequest) -> PublishResult:
+async def publish(request: Request, mqtt: Mqtt, body: PublishRequest) -> PublishResult:
     """Publish to a topic (control a device via its `.../set` topic)."""
-    await mqtt.publish(body.topic, body.payload)
+    async with audited(request, "mqtt.publish", body.topic):
+        await mqtt.publish(body.topic, body.payload)
     logger.info("Published to %s", body.topic)  # never the payload: it may be sensitive
     return PublishResult(success=True, message="Сообщение опубликовано")

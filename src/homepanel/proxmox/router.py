@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Request
 
+from homepanel.audit.log import audited
 from homepanel.core.deps import API_DEPENDENCIES
 from homepanel.core.errors import ApiError, ErrorResponse, NotConfigured, NotFound
 from homepanel.proxmox.client import ProxmoxClient
@@ -96,13 +97,16 @@ async def guest_detail(client: Client, vmid: VmId) -> GuestDetail:
 
 
 @router.post("/{server_id}/vm/{vmid}/{action}", responses={409: {"model": ErrorResponse}})
-async def power_action(client: Client, vmid: VmId, action: PowerAction) -> ActionResult:
+async def power_action(
+    request: Request, client: Client, vmid: VmId, action: PowerAction
+) -> ActionResult:
     """Start, stop (hard), shutdown (graceful) or restart (Proxmox `reboot`) a guest.
 
     Proxmox accepts most actions at once and runs them as a task; the task can still fail
     (starting a running VM, say). Poll `/tasks/{upid}` for the outcome.
     """
-    upid = await client.power(vmid, action)
+    async with audited(request, f"vm.{action.value}", f"{client.server.id}/{vmid}"):
+        upid = await client.power(vmid, action)
     logger.info("%s: %s %d -> task %s", client.label, action.value, vmid, upid)
     return ActionResult(success=True, task=upid, message=action.message(vmid))
 

@@ -60,4 +60,15 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (series_id, ts_ms)
     ) STRICT, WITHOUT ROWID;
     """,
+    """
+    CREATE TABLE audit_log (
+        id INTEGER PRIMARY KEY,
+        ts REAL NOT NULL,
+        client_ip TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        outcome TEXT NOT NULL
+    ) STRICT;
+    CREATE INDEX audit_log_ts ON audit_log (ts);
+    """,
 ]
