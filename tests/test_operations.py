@@ -80,6 +80,8 @@ def test_no_secret_reaches_the_log_after_a_full_run(
         with httpx2.Client(base_url=server.url, cookies={COOKIE_NAME: cookie_jwt}) as browser:
             browser.get("/api/proxmox/nas/status")
             browser.post("/api/auth/logout", headers={"X-Requested-With": "fetch"})
+        metrics_text = client.get("/metrics").text
+        audit_text = client.get("/api/audit", headers=headers).text
         client.post("/api/auth/logout", headers=headers)
     running_lab.reset()
 
@@ -94,6 +96,7 @@ def test_no_secret_reaches_the_log_after_a_full_run(
     secrets += [host.token.rsplit("=", 1)[1] for host in lab.proxmox.values()]
     for secret in secrets:
         assert secret not in log
+        assert secret not in metrics_text and secret not in audit_text
     assert not re.search(r"eyJ[\w-]+\.eyJ[\w-]+\.[\w-]+", log)
 
 

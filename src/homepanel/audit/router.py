@@ -38,7 +38,9 @@ class AuditPage(BaseModel):
 async def audit_log(
     request: Request,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    before: Annotated[int | None, Query(ge=1, description="an entry id: older entries")] = None,
+    before: Annotated[
+        int | None, Query(ge=1, le=2**62, description="an entry id: older entries")
+    ] = None,
 ) -> AuditPage:
     """VM power, automation control, MQTT publish, AI chat and cancel, logins and logouts."""
     log: AuditLog = request.app.state.audit
