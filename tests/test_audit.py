@@ -49,3 +49,21 @@ def test_actions_are_audited(custom_app: AppFactory, lab: Lab) -> None:
         api.post("/api/auth/logout")
     with server.client() as client:
         assert_error(client.get("/api/audit"), 401)
+
+
+async def test_entries_are_kept_one_year(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    from homepanel.audit.log import RETENTION, AuditLog
+    from homepanel.store.db import Database
+
+    db = await Database.open(tmp_path / "metrics.db")
+    log = AuditLog(db)
+    await log.record("192.0.2.1", "vm.start", "nas/100", "ok")
+    await log.record("192.0.2.1", "vm.stop", "nas/100", "ok")
+    await db.execute(
+        "UPDATE audit_log SET ts = ? WHERE action = 'vm.start'", (time.time() - RETENTION - 60,)
+    )
+    await log.expire(time.time())
+    assert [e["action"] for e in await log.entries(10, None)] == ["vm.stop"]
+    await db.close()
