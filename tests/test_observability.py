@@ -41,6 +41,8 @@ def test_metrics_count_requests_by_route_template(api: httpx2.Client, lab: Lab) 
     assert not any("nope" in s.labels.get("route", "") for s in after[requests])  # no raw paths
     assert value(after["homepanel_http_request_duration_seconds"], route=route) > 0
     assert value(after["homepanel_upstream_requests"], service="proxmox:nas", outcome="ok") >= 1
+    durations = after["homepanel_upstream_request_duration_seconds"]
+    assert value(durations, service="proxmox:nas", outcome="ok") > 0
     assert value(after["homepanel_database_size_bytes"]) > 0
 
 

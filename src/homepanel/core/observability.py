@@ -77,8 +77,8 @@ class Observability:
         )
         self.upstream_duration = Histogram(
             "homepanel_upstream_request_duration_seconds",
-            "Upstream request durations by service",
-            ["service"],
+            "Upstream request durations by service and outcome",
+            ["service", "outcome"],
             **metric,
         )
         self.job_runs = Counter(
@@ -102,8 +102,9 @@ class Observability:
 
     def upstream_call(self, key: str, seconds: float, error: str | None) -> None:
         """Called by the upstream clients after every request, failed or not."""
-        self.upstream_requests.labels(key, "error" if error else "ok").inc()
-        self.upstream_duration.labels(key).observe(seconds)
+        outcome = "error" if error else "ok"
+        self.upstream_requests.labels(key, outcome).inc()
+        self.upstream_duration.labels(key, outcome).observe(seconds)
         self.upstreams.setdefault(key, UpstreamHealth()).record(seconds * 1000, error)
 
     def job_done(self, job: str, ok: bool) -> None:
