@@ -107,7 +107,7 @@ def test_environment_overrides_env_file(tmp_path: Path, monkeypatch: pytest.Monk
         ({"METRICS_RETENTION_RAW": "-1h"}, "METRICS_RETENTION_RAW:"),
         ({"METRICS_RETENTION_HOUR": "0"}, "METRICS_RETENTION_HOUR:"),
         ({"RATE_LIMIT_LOGIN": "five per minute"}, "RATE_LIMIT_LOGIN:"),
-        ({"TRUSTED_PROXIES": "10.0.0.0/33"}, "TRUSTED_PROXIES:"),
+        ({"TRUSTED_PROXIES": "192.0.2.0/33"}, "TRUSTED_PROXIES:"),
         ({"PORT": "eighty"}, "PORT:"),
         ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL:"),
         ({"FRIGATE_URL": "ftp://cams"}, "FRIGATE_URL:"),

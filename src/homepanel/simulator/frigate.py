@@ -648,7 +648,7 @@ class FrigateServer(SimulatedService):
         return {
             "mqtt": {
                 "enabled": True,
-                "host": "10.0.20.102",
+                "host": "192.0.2.102",  # a documentation address: display data only
                 "port": 1883,
                 "topic_prefix": "frigate",
                 "client_id": "frigate",
