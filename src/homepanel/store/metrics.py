@@ -174,40 +174,22 @@ class MetricsStore:
     # --- roll-ups and retention ------------------------------------------------------------
 
     async def maintain(self, now: float) -> None:
-        """One maintenance cycle: roll up closed buckets, then expire old rows, then vacuum."""
+        """One maintenance cycle, in one transaction (one commit, not one per step): roll up
+        closed buckets, then expire old rows, then give freed pages back to the file system."""
+        await self._db.write(lambda connection: self._maintain(connection, now))
+
+    async def _maintain(self, connection: aiosqlite.Connection, now: float) -> None:
         for kind in KINDS:
             for tier, source in ROLLUPS:
-                await self._db.write(lambda c, k=kind, t=tier, s=source: _rollup(c, k, t, s, now))
+                await _rollup(connection, kind, tier, source, now)
         for kind in KINDS:
             for tier, keep in self._retention.tiers.items():
-                await self._expire(kind.table, kind.name, "ts", now - keep, "tier = ?", (tier,))
-        device_cutoff_ms = (now - self._retention.device_states) * 1000
-        await self._expire("device_states", "device", "ts_ms", device_cutoff_ms, "1", ())
-        await self._db.write(_vacuum)
-
-    async def _expire(
-        self,
-        table: str,
-        kind: str,
-        column: str,
-        cutoff: float,
-        condition: str,
-        parameters: tuple[Any, ...],
-    ) -> None:
-        key = "(series_id, tier, ts)" if column == "ts" else "(series_id, ts_ms)"
-        sql = (
-            f"DELETE FROM {table} WHERE {key} IN (SELECT {key[1:-1]} FROM {table} "
-            f"WHERE series_id IN (SELECT id FROM series WHERE kind = ?) AND {condition} "
-            f"AND {column} < ? LIMIT {DELETE_BATCH})"
-        )
-
-        async def job(connection: aiosqlite.Connection) -> int:
-            cursor = await connection.execute(sql, (kind, *parameters, int(cutoff)))
-            return cursor.rowcount
-
-        for _ in range(DELETE_BATCHES_PER_CYCLE):
-            if await self._db.write(job) < DELETE_BATCH:
-                return
+                sql = _expire_sql(kind.table, "(series_id, tier, ts)", "ts", "tier = ?")
+                await _expire(connection, sql, (kind.name, tier, int(now - keep)))
+        cutoff_ms = int((now - self._retention.device_states) * 1000)
+        sql = _expire_sql("device_states", "(series_id, ts_ms)", "ts_ms", "1")
+        await _expire(connection, sql, ("device", cutoff_ms))
+        await _vacuum(connection)
 
     # --- reading -----------------------------------------------------------------------------
 
@@ -305,6 +287,23 @@ async def _rollup(
         "ON CONFLICT (kind, tier) DO UPDATE SET done_until = excluded.done_until",
         (kind.name, tier, end),
     )
+
+
+def _expire_sql(table: str, key: str, column: str, condition: str) -> str:
+    return (
+        f"DELETE FROM {table} WHERE {key} IN (SELECT {key[1:-1]} FROM {table} "
+        f"WHERE series_id IN (SELECT id FROM series WHERE kind = ?) AND {condition} "
+        f"AND {column} < ? LIMIT {DELETE_BATCH})"
+    )
+
+
+async def _expire(connection: aiosqlite.Connection, sql: str, parameters: tuple[Any, ...]) -> None:
+    """Delete in bounded batches, so a long backlog (after downtime) never holds the writer
+    for long; what is left is deleted in the next cycles."""
+    for _ in range(DELETE_BATCHES_PER_CYCLE):
+        cursor = await connection.execute(sql, parameters)
+        if cursor.rowcount < DELETE_BATCH:
+            return
 
 
 async def _watermark(connection: aiosqlite.Connection, kind: Kind, tier: int) -> int | None:
