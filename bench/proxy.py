@@ -1,0 +1,479 @@
+"""What the backend costs on the hot path: a Proxmox read through it, straight, and through nginx.
+
+Run: `python -m bench.proxy` (writes bench/results/proxy.json; about two minutes).
+
+Three processes share the machine: this load generator, the backend (`homepanel serve`, uvicorn
+with uvloop/httptools) and the simulated lab (a small runner started with `python -c`). The
+same read, the NAS node's status, is fetched three ways in every round, the order rotated:
+
+- direct:  `GET {nas}/api2/json/nodes/nas/status` with the PVEAPIToken header, TLS pinned to
+           the lab's CA (what the backend itself does upstream);
+- nginx:   the same request through nginx as a plain keep-alive reverse proxy (the floor for
+           "one extra hop"; installed with apt-get when missing, skipped if that fails);
+- backend: `GET /api/proxmox/nas/status` with a Bearer JWT;
+- app-only: `GET /api/health/upstreams` with the same JWT: the backend's own share (uvicorn,
+           middleware, JWT, rate limit, a response model) without any upstream call.
+
+Each round measures 300 sequential requests (c=1) and 2000 requests over 16 tasks (c=16) on
+keep-alive connections, and asks the lab how many upstream requests each phase cost (the
+backend coalesces identical concurrent GETs). Medians over the rounds are reported. A last
+check slows the simulated NAS by 0.3 s and fires 100 identical GETs at the backend at once:
+they should cost the NAS exactly one request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx2
+
+ROUNDS = 5
+C1_REQUESTS = 300
+C16_REQUESTS = 2000
+CONCURRENCY = 16
+WARMUP = 50
+COALESCE_CALLERS = 100
+COALESCE_LATENCY = 0.3
+ACCESS_TOKEN = "bench-Access-Token-0123456789"  # noqa: S105 - a throw-away local secret
+TARGETS = ("direct", "nginx", "backend", "app-only")
+TARGETS_MS = {"added_p50_c1_ms": 1.0, "throughput_ratio": 0.5, "coalesced_upstream": 1}
+RESULTS = Path(__file__).parent / "results" / "proxy.json"
+
+# The lab in its own process. It prints one JSON line (its configuration), then answers
+# commands on stdin with one line each: `count` (requests the NAS host has seen so far) and
+# `latency <seconds>` (the NAS host's added latency).
+LAB_RUNNER = """
+import asyncio, json, sys
+from homepanel.simulator.lab import Lab
+
+async def main():
+    async with Lab() as lab:
+        nas = lab.proxmox["nas"]
+        print(json.dumps({
+            "env": lab.env(), "nas_url": lab.proxmox_urls["nas"], "node": nas.node,
+            "token": nas.token, "ca": str(lab.tls.ca),
+        }), flush=True)
+        loop = asyncio.get_running_loop()
+        while True:
+            line = await loop.run_in_executor(None, sys.stdin.readline)
+            if not line:
+                return
+            command, *args = line.split()
+            if command == "count":
+                print(sum(nas.requests.values()), flush=True)
+            elif command == "latency":
+                nas.faults.latency = float(args[0])
+                print("ok", flush=True)
+            else:
+                print("unknown", flush=True)
+
+asyncio.run(main())
+"""
+
+NGINX_CONF = """\
+worker_processes 1;
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log {tmp}/access.log;
+    client_body_temp_path {tmp}/client_body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    upstream simulator {{
+        server 127.0.0.1:{upstream_port};
+        keepalive 32;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass https://simulator;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_ssl_verify off;
+            proxy_ssl_session_reuse on;
+        }}
+    }}
+}}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode} before listening")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} did not listen on {port} within {timeout:g} s")
+
+
+class LabProcess:
+    """The simulated lab in a child process, with a line protocol on its stdin/stdout."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", LAB_RUNNER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        line = self.process.stdout.readline()  # type: ignore[union-attr]
+        if not line:
+            raise RuntimeError("the lab runner exited before printing its configuration")
+        self.config: dict[str, Any] = json.loads(line)
+
+    def command(self, line: str) -> str:
+        self.process.stdin.write(line + "\n")  # type: ignore[union-attr]
+        self.process.stdin.flush()  # type: ignore[union-attr]
+        return self.process.stdout.readline().strip()  # type: ignore[union-attr]
+
+    def count(self) -> int:
+        return int(self.command("count"))
+
+
+def start_backend(lab: LabProcess, directory: Path, port: int) -> subprocess.Popen:
+    env = {
+        "ENV": "development",  # plain-http cookie; nothing else on this path depends on it
+        "LOG_LEVEL": "INFO",  # production's default: one access line per request
+        "ACCESS_TOKEN": ACCESS_TOKEN,
+        "DATABASE_PATH": str(directory / "data" / "metrics.db"),
+        "LOG_DIR": str(directory / "logs"),
+        "RATE_LIMIT_LOGIN": "1000/minute",
+        "RATE_LIMIT_API": "1000000/minute",
+        "METRICS_ENABLED": "false",
+        **lab.config["env"],
+    }
+    env_file = directory / ".env"
+    env_file.write_text("".join(f"{name}={value}\n" for name, value in env.items()))
+    listen = ["--host", "127.0.0.1", "--port", str(port)]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "homepanel", "serve", "--env-file", str(env_file), *listen],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=directory,
+    )
+    wait_for_port(port, process, "the backend")
+    return process
+
+
+def nginx_binary() -> tuple[str | None, str]:
+    """nginx's path, installing it with apt-get when missing; or None and why not."""
+    found = shutil.which("nginx")
+    if found:
+        return found, "already installed"
+    apt = shutil.which("apt-get")
+    if apt is None:
+        return None, "nginx missing and no apt-get"
+    print("nginx not found: apt-get update && apt-get install -y nginx ...", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for args in (["update"], ["install", "-y", "nginx"]):
+        done = subprocess.run(
+            [apt, *args], env=env, capture_output=True, text=True, timeout=300, check=False
+        )
+        if done.returncode != 0:
+            return None, f"apt-get {args[0]} failed: {done.stderr.strip()[-300:]}"
+    found = shutil.which("nginx") or (
+        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
+    )
+    return found, "installed with apt-get" if found else "apt-get installed no nginx binary"
+
+
+def start_nginx(binary: str, directory: Path, upstream_port: int, port: int) -> subprocess.Popen:
+    conf = directory / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(tmp=directory, upstream_port=upstream_port, port=port))
+    process = subprocess.Popen(
+        [binary, "-c", str(conf), "-p", str(directory), "-e", str(directory / "error.log")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for_port(port, process, "nginx")
+    return process
+
+
+def stop(process: subprocess.Popen | None) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))]
+
+
+async def measure(client: httpx2.AsyncClient, url: str, total: int, concurrency: int) -> dict:
+    """`total` GETs of `url` over `concurrency` tasks: latency percentiles and throughput."""
+    latencies: list[float] = []
+    failures = 0
+
+    async def worker(count: int) -> None:
+        nonlocal failures
+        for _ in range(count):
+            started = time.perf_counter()
+            response = await client.get(url)
+            latencies.append((time.perf_counter() - started) * 1000)
+            if response.status_code != 200:
+                failures += 1
+
+    shares = [total // concurrency + (i < total % concurrency) for i in range(concurrency)]
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(share) for share in shares))
+    elapsed = time.perf_counter() - started
+    return {
+        "p50_ms": percentile(latencies, 0.50),
+        "p99_ms": percentile(latencies, 0.99),
+        "req_per_s": total / elapsed,
+        "failures": failures,
+    }
+
+
+async def login(base: str) -> str:
+    async with httpx2.AsyncClient(base_url=base, timeout=30) as client:
+        response = await client.post("/api/auth/login", json={"token": ACCESS_TOKEN})
+        response.raise_for_status()
+        return response.json()["jwt"]
+
+
+async def coalescing_check(lab: LabProcess, client: httpx2.AsyncClient, url: str) -> dict:
+    """100 identical GETs while the NAS takes 0.3 s: how many reached it."""
+    await asyncio.to_thread(lab.command, f"latency {COALESCE_LATENCY}")
+    try:
+        before = await asyncio.to_thread(lab.count)
+        started = time.perf_counter()
+        responses = await asyncio.gather(*(client.get(url) for _ in range(COALESCE_CALLERS)))
+        elapsed = time.perf_counter() - started
+        upstream = await asyncio.to_thread(lab.count) - before
+    finally:
+        await asyncio.to_thread(lab.command, "latency 0")
+    return {
+        "callers": COALESCE_CALLERS,
+        "nas_latency_s": COALESCE_LATENCY,
+        "ok_responses": sum(r.status_code == 200 for r in responses),
+        "upstream_requests": upstream,
+        "wall_s": round(elapsed, 3),
+    }
+
+
+async def run(lab: LabProcess, urls: dict[str, str], jwt: str) -> dict:
+    cfg = lab.config
+    direct_tls = ssl.create_default_context(cafile=cfg["ca"])  # the cert names 127.0.0.1
+    pve = {"Authorization": f"PVEAPIToken={cfg['token']}"}
+    bearer = {"Authorization": f"Bearer {jwt}"}
+    limits = httpx2.Limits(max_connections=200, max_keepalive_connections=200)
+    clients = {
+        "direct": httpx2.AsyncClient(verify=direct_tls, headers=pve, timeout=30, limits=limits),
+        "nginx": httpx2.AsyncClient(headers=pve, timeout=30, limits=limits),
+        "backend": httpx2.AsyncClient(headers=bearer, timeout=30, limits=limits),
+        "app-only": httpx2.AsyncClient(headers=bearer, timeout=30, limits=limits),
+    }
+    targets = [name for name in TARGETS if name in urls]
+    rounds: list[dict] = []
+    try:
+        for name in targets:  # warm up: connections, TLS sessions, first-call caches
+            await measure(clients[name], urls[name], WARMUP, CONCURRENCY)
+        for index in range(ROUNDS):
+            order = targets[index % len(targets) :] + targets[: index % len(targets)]
+            result: dict[str, dict] = {}
+            for name in order:
+                result[name] = {}
+                for label, total, concurrency in (
+                    ("c1", C1_REQUESTS, 1),
+                    ("c16", C16_REQUESTS, CONCURRENCY),
+                ):
+                    before = await asyncio.to_thread(lab.count)
+                    phase = await measure(clients[name], urls[name], total, concurrency)
+                    phase["upstream_requests"] = await asyncio.to_thread(lab.count) - before
+                    result[name][label] = phase
+            rounds.append(result)
+            print(f"  round {index + 1}/{ROUNDS} done", flush=True)
+        coalescing = await coalescing_check(lab, clients["backend"], urls["backend"])
+    finally:
+        for client in clients.values():
+            await client.aclose()
+    return {"rounds": rounds, "coalescing": coalescing}
+
+
+def summarise(rounds: list[dict]) -> dict:
+    summary: dict[str, dict] = {}
+    for name in rounds[0]:
+        figures: dict[str, float] = {}
+        for label, phase in rounds[0][name].items():
+            for key in phase:
+                values = [r[name][label][key] for r in rounds]
+                figures[f"{label}_{key}"] = round(statistics.median(values), 3)
+        summary[name] = figures
+    return summary
+
+
+def ratios(summary: dict, coalescing: dict) -> dict:
+    backend, direct = summary["backend"], summary["direct"]
+    out: dict[str, Any] = {
+        "added_p50_c1_ms": round(backend["c1_p50_ms"] - direct["c1_p50_ms"], 3),
+        "added_p99_c1_ms": round(backend["c1_p99_ms"] - direct["c1_p99_ms"], 3),
+        "throughput_ratio": round(backend["c16_req_per_s"] / direct["c16_req_per_s"], 3),
+        "p50_c16_ratio": round(backend["c16_p50_ms"] / direct["c16_p50_ms"], 3),
+        "backend_upstream_per_request_c16": round(
+            backend["c16_upstream_requests"] / C16_REQUESTS, 3
+        ),
+        "coalesced_upstream": coalescing["upstream_requests"],
+        "app_only_p50_c1_ms": summary["app-only"]["c1_p50_ms"],
+        "upstream_leg_p50_c1_ms": round(backend["c1_p50_ms"] - summary["app-only"]["c1_p50_ms"], 3),
+    }
+    if "nginx" in summary:
+        nginx = summary["nginx"]
+        out |= {
+            "nginx_added_p50_c1_ms": round(nginx["c1_p50_ms"] - direct["c1_p50_ms"], 3),
+            "nginx_throughput_ratio": round(nginx["c16_req_per_s"] / direct["c16_req_per_s"], 3),
+            "backend_vs_nginx_added_p50_c1_ms": round(backend["c1_p50_ms"] - nginx["c1_p50_ms"], 3),
+            "backend_vs_nginx_throughput_ratio": round(
+                backend["c16_req_per_s"] / nginx["c16_req_per_s"], 3
+            ),
+        }
+    out["targets"] = {
+        "added_p50_c1_ms <= 1.0": out["added_p50_c1_ms"] <= TARGETS_MS["added_p50_c1_ms"],
+        "throughput_ratio >= 0.5": out["throughput_ratio"] >= TARGETS_MS["throughput_ratio"],
+        "coalesced_upstream == 1": out["coalesced_upstream"] == TARGETS_MS["coalesced_upstream"],
+    }
+    return out
+
+
+def report(summary: dict, derived: dict, coalescing: dict, nginx_note: str) -> None:
+    header = (
+        f"{'':<10}{'c=1 p50':>9}{'c=1 p99':>9}{'c=16 p50':>10}{'c=16 p99':>10}"
+        f"{'req/s':>9}{'upstream c=1':>14}{'upstream c=16':>15}"
+    )
+    print(f"\nGET NAS node status, medians of {ROUNDS} rounds (ms; req/s at c=16)")
+    print(header)
+    for name in TARGETS:
+        if name not in summary:
+            print(f"{name:<10}{'unavailable: ' + nginx_note:>50}")
+            continue
+        s = summary[name]
+        print(
+            f"{name:<10}{s['c1_p50_ms']:>9.2f}{s['c1_p99_ms']:>9.2f}{s['c16_p50_ms']:>10.2f}"
+            f"{s['c16_p99_ms']:>10.2f}{s['c16_req_per_s']:>9.0f}"
+            f"{s['c1_upstream_requests']:>9.0f}/{C1_REQUESTS:<4}"
+            f"{s['c16_upstream_requests']:>9.0f}/{C16_REQUESTS:<5}"
+        )
+    ok = derived["targets"]
+    print()
+    print(
+        f"added p50 at c=1, backend - direct: {derived['added_p50_c1_ms']:.2f} ms "
+        f"(target <= 1 ms: {'met' if ok['added_p50_c1_ms <= 1.0'] else 'MISSED'})"
+    )
+    print(
+        f"throughput backend / direct:        {derived['throughput_ratio']:.2f} "
+        f"(target >= 0.5: {'met' if ok['throughput_ratio >= 0.5'] else 'MISSED'})"
+    )
+    if "nginx_added_p50_c1_ms" in derived:
+        print(
+            f"nginx floor: added p50 at c=1 {derived['nginx_added_p50_c1_ms']:.2f} ms, "
+            f"throughput / direct {derived['nginx_throughput_ratio']:.2f}; backend / nginx "
+            f"throughput {derived['backend_vs_nginx_throughput_ratio']:.2f}"
+        )
+    print(
+        f"{coalescing['callers']} identical GETs, NAS slowed by {coalescing['nas_latency_s']} s: "
+        f"{coalescing['upstream_requests']} upstream request(s), {coalescing['ok_responses']} "
+        f"x 200 in {coalescing['wall_s']} s "
+        f"(target exactly 1: {'met' if ok['coalesced_upstream == 1'] else 'MISSED'})"
+    )
+    print(
+        f"backend upstream requests per client request at c=16: "
+        f"{derived['backend_upstream_per_request_c16']:.3f} (single-flight coalescing)"
+    )
+    print(
+        f"backend c=1 p50 split: app alone (auth, middleware, no upstream) "
+        f"{derived['app_only_p50_c1_ms']:.2f} ms + upstream leg (client, TLS hop, parse) "
+        f"{derived['upstream_leg_p50_c1_ms']:.2f} ms"
+    )
+
+
+def main() -> None:
+    lab: LabProcess | None = None
+    backend: subprocess.Popen | None = None
+    nginx: subprocess.Popen | None = None
+    with tempfile.TemporaryDirectory(prefix="homepanel-bench-") as tmp:
+        directory = Path(tmp)
+        try:
+            lab = LabProcess()
+            nas_url = lab.config["nas_url"]
+            status_path = f"/api2/json/nodes/{lab.config['node']}/status"
+            urls = {"direct": f"{nas_url}{status_path}"}
+            binary, nginx_note = nginx_binary()
+            if binary is not None:
+                (directory / "nginx").mkdir()
+                nginx_port = free_port()
+                try:
+                    upstream_port = int(nas_url.rsplit(":", 1)[1])
+                    nginx = start_nginx(binary, directory / "nginx", upstream_port, nginx_port)
+                    urls["nginx"] = f"http://127.0.0.1:{nginx_port}{status_path}"
+                except RuntimeError as exc:
+                    nginx_note = f"nginx did not start: {exc}"
+                    print(nginx_note, flush=True)
+            backend_port = free_port()
+            (directory / "backend").mkdir()
+            backend = start_backend(lab, directory / "backend", backend_port)
+            base = f"http://127.0.0.1:{backend_port}"
+            urls["backend"] = f"{base}/api/proxmox/nas/status"
+            urls["app-only"] = f"{base}/api/health/upstreams"
+            jwt = asyncio.run(login(base))
+            print(f"measuring {', '.join(urls)}: {ROUNDS} rounds", flush=True)
+            measured = asyncio.run(run(lab, urls, jwt))
+        finally:
+            for process in (nginx, backend, lab.process if lab else None):
+                stop(process)
+    summary = summarise(measured["rounds"])
+    derived = ratios(summary, measured["coalescing"])
+    report(summary, derived, measured["coalescing"], nginx_note)
+    result = {
+        "settings": {
+            "rounds": ROUNDS,
+            "c1_requests": C1_REQUESTS,
+            "c16_requests": C16_REQUESTS,
+            "concurrency": CONCURRENCY,
+            "cpus": os.cpu_count(),
+            "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],  # others' load skews it
+            "backend_log_level": "INFO",
+            "nginx": nginx_note,
+        },
+        "summary": summary,
+        "ratios": derived,
+        "coalescing": measured["coalescing"],
+        "rounds": measured["rounds"],
+    }
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2))
+    print(f"\nwritten to {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
