@@ -45,8 +45,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench import save_result
+
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = Path(__file__).parent / "results" / "fanout.json"
 ACCESS_TOKEN = "bench-fanout-access-token"  # noqa: S105 - a throwaway backend's
 RATE = 20  # upstream events per second
 PER_PROCESS = 250  # SSE connections per client process
@@ -652,10 +653,7 @@ def main() -> None:
         finally:
             bench.close()
     report(results)
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(
-        json.dumps({"targets": TARGETS, "rate_per_second": RATE, "results": results}, indent=2)
-    )
+    save_result("fanout", {"targets": TARGETS, "rate_per_second": RATE, "results": results})
 
 
 if __name__ == "__main__":

@@ -13,11 +13,11 @@ each tier at its spacing, device states at an assumed rate of one change per dev
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import tempfile
 from pathlib import Path
 
+from bench import save_result
 from homepanel.store.db import Database
 from homepanel.store.metrics import (
     AUTOMATION,
@@ -132,9 +132,7 @@ def main() -> None:
         print(f"{kind:<12}{rows:>18}")
     print(f"{'device':<12}{result['device_states_per_device']:>18}  (states per device)")
     print(f"database: {result['size_mb']} MB, {result['bytes_per_stored_row']} bytes per row")
-    out = Path(__file__).parent / "results" / "metrics_size.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    save_result("metrics_size", result)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,8 @@ from typing import Any
 
 import httpx2
 
+from bench import save_result
+
 ROUNDS = 5
 C1_REQUESTS = 300
 C16_REQUESTS = 2000
@@ -50,7 +52,6 @@ COALESCE_LATENCY = 0.3
 ACCESS_TOKEN = "bench-Access-Token-0123456789"  # noqa: S105 - a throw-away local secret
 TARGETS = ("direct", "nginx", "backend", "app-only")
 TARGETS_MS = {"added_p50_c1_ms": 1.0, "throughput_ratio": 0.5, "coalesced_upstream": 1}
-RESULTS = Path(__file__).parent / "results" / "proxy.json"
 
 # The lab in its own process. It prints one JSON line (its configuration), then answers
 # commands on stdin with one line each: `count` (requests the NAS host has seen so far) and
@@ -470,9 +471,7 @@ def main() -> None:
         "coalescing": measured["coalescing"],
         "rounds": measured["rounds"],
     }
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2))
-    print(f"\nwritten to {RESULTS}")
+    print(f"\nwritten to {save_result('proxy', result)}")
 
 
 if __name__ == "__main__":

@@ -16,13 +16,13 @@ Run: `python -m bench.store` (writes bench/results/store.json).
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
+from bench import save_result
 from bench.metrics_size import FLEET, NOW, build, values
 from homepanel.store.db import Database
 from homepanel.store.metrics import (
@@ -203,9 +203,7 @@ def main() -> None:
     print(f"{'query':<18}{'points':>8}{'p50 ms':>9}{'p99 ms':>9}   (target p99 < 20 ms)")
     for name, query in steady["queries"].items():
         print(f"{name:<18}{query['points']:>8}{query['p50_ms']:>9}{query['p99_ms']:>9}")
-    out = Path(__file__).parent / "results" / "store.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    save_result("store", result)
 
 
 if __name__ == "__main__":

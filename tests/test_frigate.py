@@ -148,10 +148,23 @@ def test_event_filters(api: httpx2.Client) -> None:
     assert len(api.get("/api/frigate/events", params={"limit": 3}).json()["events"]) == 3
 
 
-def test_event_scores_fall_back_to_legacy_fields(api: httpx2.Client) -> None:
-    events = api.get("/api/frigate/events", params={"limit": 1000}).json()["events"]
-    assert all(isinstance(e["score"], float) for e in events if e["score"] is not None)
-    assert sum(e["score"] is not None for e in events) > len(events) * 0.9
+def test_event_scores_fall_back_to_legacy_fields(custom_app: AppFactory, lab: Lab) -> None:
+    """Each event's score comes from data.top_score, else data.score, else the legacy top-level
+    top_score: checked against what the (0.13-style) Frigate really sent."""
+    raw = httpx2.get(
+        f"{lab.frigate_legacy_url}/api/events", params={"limit": 1000, "include_thumbnails": 0}
+    ).json()
+    legacy_ids = [e["id"] for e in raw if "top_score" not in e["data"] and "score" not in e["data"]]
+    assert legacy_ids, "the simulator sends no legacy events to check"
+    expected = {
+        e["id"]: e["data"].get("top_score", e["data"].get("score", e["top_score"])) for e in raw
+    }
+    with authed(legacy(custom_app, lab)) as api:
+        events = api.get("/api/frigate/events", params={"limit": 1000}).json()["events"]
+    scores = {e["id"]: e["score"] for e in events}
+    assert all(scores[event_id] == expected[event_id] for event_id in scores)
+    assert all(scores[event_id] is not None for event_id in legacy_ids if event_id in scores)
+    assert any(event_id in scores for event_id in legacy_ids)
 
 
 @pytest.mark.parametrize(
