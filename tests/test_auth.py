@@ -104,6 +104,17 @@ def test_attack_tokens_all_get_401(app_server: AppServer, jwt: str) -> None:
             assert_error(client.get(PROTECTED, headers={"Authorization": header}), 401)
 
 
+def test_a_token_once_accepted_still_expires(app_server: AppServer, jwt: str) -> None:
+    """Signatures are checked once per token, expiry on every use."""
+    now = int(time.time())
+    # Past `exp` but inside the 30 s leeway for about a second more.
+    closing = forge({**claims_of(jwt), "iat": now - 60, "exp": now - 29}, secret_of(app_server))
+    with app_server.client(headers={"Authorization": f"Bearer {closing}"}) as client:
+        assert client.get(PROTECTED).status_code == 200
+        time.sleep(1.5)
+        assert_error(client.get(PROTECTED), 401, "UNAUTHORIZED")
+
+
 def test_host_header_tricks_do_not_bypass_auth(app_server: AppServer) -> None:
     with app_server.client() as client:
         for host in ("localhost/api/auth/login?", "localhost/health#", "x/health?a="):

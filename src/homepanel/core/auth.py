@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import logging
@@ -36,6 +37,8 @@ LOCKOUT_AFTER = 10
 LOCKOUT_SECONDS = 15 * 60
 _MAX_TRACKED_ADDRESSES = 10_000
 _MAX_JWT_LENGTH = 4096
+_LEEWAY = 30  # seconds of clock skew forgiven on `exp` and `iat`
+_VERIFIED_CACHE = 1024  # tokens whose signature need not be checked again
 
 
 def load_or_create_secret(path: Path) -> str:
@@ -82,6 +85,9 @@ class TokenService:
         self.ttl = ttl
         self._db = db
         self._revoked: dict[str, int] = {}
+        # A browser sends the same JWT with every request: check its signature once. Expiry
+        # and revocation are still checked on every use.
+        self._claims = functools.lru_cache(maxsize=_VERIFIED_CACHE)(self._decode)
 
     def fingerprint(self, access_token: str) -> str:
         return hmac.new(self._key, access_token.encode(), hashlib.sha256).hexdigest()[:32]
@@ -108,22 +114,29 @@ class TokenService:
     def verify(self, token: str, *, via_cookie: bool = False) -> Session:
         if len(token) > _MAX_JWT_LENGTH:
             raise Unauthorized()
+        jti, expires_at = self._claims(token)
+        if expires_at <= time.time() - _LEEWAY or jti in self._revoked:
+            raise Unauthorized()
+        return Session(jti=jti, expires_at=expires_at, via_cookie=via_cookie)
+
+    def _decode(self, token: str) -> tuple[str, int]:
+        """The `jti` and `exp` of a genuine token of ours; Unauthorized for anything else."""
         try:
             claims = jwt.decode(
                 token,
                 self._key,
                 algorithms=["HS256"],
                 options={"require": ["exp", "iat", "jti"]},
-                leeway=30,
+                leeway=_LEEWAY,
             )
         except jwt.PyJWTError:
             raise Unauthorized() from None
         jti, fingerprint = claims.get("jti"), claims.get("atf")
         if not isinstance(jti, str) or not isinstance(fingerprint, str):
             raise Unauthorized()
-        if not hmac.compare_digest(fingerprint, self._fingerprint) or jti in self._revoked:
+        if not hmac.compare_digest(fingerprint, self._fingerprint):
             raise Unauthorized()
-        return Session(jti=jti, expires_at=int(claims["exp"]), via_cookie=via_cookie)
+        return jti, int(claims["exp"])
 
     async def revoke(self, session: Session) -> None:
         now = int(time.time())

@@ -1,9 +1,14 @@
-"""The upstream client base: one pooled httpx2 client per upstream.
+"""The upstream client base: one pooled HTTP client per upstream.
 
 It owns what every upstream shares: the timeout, TLS choice, credentials injected here and never
-seen by a route, the mapping of transport failures to 502/503/504, and single-flight GETs
+seen by a route, the mapping of transport failures to 502/504, and single-flight GETs
 (identical concurrent GETs share one upstream request, so 50 tabs polling the same widget cost
 the upstream one call). What an upstream's status codes *mean* is left to its own client.
+
+Two HTTP stacks, each where it is best: aiohttp for request/response calls, the hot path of
+every dashboard poll, where its C parser costs about a third of httpx2's per request
+(`bench/README.md`, proxy overhead); httpx2 for streams, whose built-in SSE parser the hub
+and the relays use.
 """
 
 from __future__ import annotations
@@ -21,9 +26,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
 
+import aiohttp
 import httpx2
 from httpx2 import EventSource
+from multidict import CIMultiDict, CIMultiDictProxy
 from pydantic import SecretStr, TypeAdapter, ValidationError
+from yarl import URL
 
 from homepanel.core.errors import ApiError, NotFound, UpstreamError, UpstreamTimeout
 
@@ -41,7 +49,7 @@ class UpstreamResponse:
     service: str
     status_code: int
     reason: str
-    headers: httpx2.Headers
+    headers: CIMultiDictProxy[str]
     content: bytes
 
     @property
@@ -191,7 +199,7 @@ class UpstreamClient:
         *,
         timeout: float,
         headers: Mapping[str, str] | None = None,
-        auth: httpx2.Auth | tuple[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
         verify: bool | Path = True,
         credentials: str = "",
         on_call: OnCall | None = None,
@@ -200,22 +208,22 @@ class UpstreamClient:
         self.timeout = timeout
         self._on_call = on_call  # told each call's duration and failure, for health and metrics
         self.credentials = credentials  # the variables to fix when the upstream refuses us
-        common: dict[str, Any] = {
-            "base_url": base_url,
-            "headers": headers,
-            "auth": auth,
-            "verify": tls_verify(verify),
-            "follow_redirects": False,
-        }
-        self._client = httpx2.AsyncClient(
-            timeout=httpx2.Timeout(timeout, connect=min(timeout, 5.0)), **common
+        self._base_url = base_url.rstrip("/")
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=tls_verify(verify)),
+            timeout=aiohttp.ClientTimeout(total=timeout, connect=min(timeout, 5.0)),
+            headers={**(headers or {}), **_authorization(auth)},
+            cookie_jar=aiohttp.DummyCookieJar(),  # Frigate's client keeps its login token itself
         )
         # Long-lived streams get their own pool, so a burst of open log tails can never make
         # REST calls wait for a connection.
         self._streams = httpx2.AsyncClient(
+            base_url=base_url,
+            headers={**(headers or {}), "Accept-Encoding": "identity"},  # relay the bytes as sent
+            auth=auth,
+            verify=tls_verify(verify),
+            follow_redirects=False,
             timeout=httpx2.Timeout(None, connect=5.0),
-            # Relayed bytes must be the event bytes, not a compressed form of them.
-            **(common | {"headers": {**(headers or {}), "Accept-Encoding": "identity"}}),
         )
         self._single_flight = SingleFlight()
 
@@ -270,28 +278,36 @@ class UpstreamClient:
         headers: Mapping[str, str] | None = None,
     ) -> UpstreamResponse:
         started = time.perf_counter()
+        # Our paths arrive percent-encoded segment by segment: they must not be quoted again.
+        url = URL(self._base_url + path, encoded=True)
         try:
-            response = await self._client.request(
-                method, path, params=params, json=json, content=content, headers=headers
-            )
-        except httpx2.HTTPError as exc:
+            async with self._session.request(
+                method,
+                url,
+                params=params,
+                json=json,
+                data=content,
+                headers=headers,
+                allow_redirects=False,
+            ) as response:
+                body = await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise self._failed(exc, started) from None
-        self._report(started, response.status_code)
-        elapsed_ms = (time.perf_counter() - started) * 1000
+        self._report(started, response.status)
         logger.debug(
             "%s %s %s -> %s in %.1f ms",
             self.service,
             method,
             path,
-            response.status_code,
-            elapsed_ms,
+            response.status,
+            (time.perf_counter() - started) * 1000,
         )
         return UpstreamResponse(
             service=self.service,
-            status_code=response.status_code,
-            reason=response.reason_phrase,
+            status_code=response.status,
+            reason=response.reason or "",
             headers=response.headers,
-            content=response.content,
+            content=body,
         )
 
     def _report(self, started: float, status: int) -> None:
@@ -300,28 +316,22 @@ class UpstreamClient:
             broken = status >= 500 or status in (401, 403)
             self._on_call(time.perf_counter() - started, f"HTTP {status}" if broken else None)
 
-    def _failed(self, exc: httpx2.HTTPError, started: float) -> ApiError:
-        error = self._transport_error(exc)
+    def _failed(self, exc: Exception, started: float) -> ApiError:
+        logger.warning("%s request failed: %s: %s", self.service, type(exc).__name__, exc)
+        error = self._transport_error(_failure_kind(exc))
         if self._on_call is not None:
             self._on_call(time.perf_counter() - started, error.detail)
         return error
 
-    def _transport_error(self, exc: httpx2.HTTPError) -> ApiError:
-        logger.warning("%s request failed: %s: %s", self.service, type(exc).__name__, exc)
-        if isinstance(exc, httpx2.PoolTimeout):
-            return ApiError(
-                f"Too many requests to {self.service} in flight; try again",
-                status_code=503,
-                error_code="UPSTREAM_BUSY",
-            )
-        if isinstance(exc, httpx2.TimeoutException):
+    def _transport_error(self, kind: str) -> ApiError:
+        if kind == "timeout":
             return UpstreamTimeout(f"{self.service} did not answer within {self.timeout:g} s")
-        if isinstance(exc, httpx2.ConnectError) and "CERTIFICATE" in str(exc).upper():
+        if kind == "tls":
             return UpstreamError(
                 f"{self.service}: TLS certificate verification failed",
                 error_code="UPSTREAM_TLS_ERROR",
             )
-        if isinstance(exc, httpx2.ConnectError):
+        if kind == "unreachable":
             return UpstreamError(
                 f"{self.service} is unreachable", error_code="UPSTREAM_UNREACHABLE"
             )
@@ -379,8 +389,9 @@ class UpstreamClient:
         ):
             return
         content = await response.aread() if not response.is_success else b""
+        headers = CIMultiDictProxy(CIMultiDict(response.headers.multi_items()))
         answer = UpstreamResponse(
-            self.service, response.status_code, response.reason_phrase, response.headers, content
+            self.service, response.status_code, response.reason_phrase, headers, content
         )
         answer.raise_for_status(credentials=self.credentials, not_found=not_found)
         raise UpstreamError(
@@ -389,5 +400,22 @@ class UpstreamClient:
         )
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._session.close()
         await self._streams.aclose()
+
+
+def _authorization(auth: tuple[str, str] | None) -> dict[str, str]:
+    return {"Authorization": aiohttp.encode_basic_auth(*auth)} if auth is not None else {}
+
+
+def _failure_kind(exc: Exception) -> str:
+    """What went wrong on the wire, whichever stack raised it."""
+    if isinstance(exc, TimeoutError | httpx2.TimeoutException):
+        return "timeout"
+    if isinstance(exc, aiohttp.ClientSSLError) or (
+        isinstance(exc, httpx2.ConnectError) and "CERTIFICATE" in str(exc).upper()
+    ):
+        return "tls"
+    if isinstance(exc, aiohttp.ClientConnectorError | httpx2.ConnectError):
+        return "unreachable"
+    return "broken"

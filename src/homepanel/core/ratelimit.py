@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from fastapi import Request
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage
-from limits.aio.strategies import MovingWindowRateLimiter
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
 from homepanel.core.errors import RateLimited
 
@@ -43,10 +43,15 @@ def client_ip(request: Request, trusted: Sequence[Network]) -> str:
 
 
 class RateLimiter:
-    """Moving-window limits kept in memory (one worker process by design)."""
+    """Sliding-window-counter limits kept in memory (one worker process by design).
+
+    Two counters per client and window, weighted: O(1) per request. The exact moving window
+    keeps one entry per request and, in `limits`' memory storage, expires them through a
+    worker thread; at dashboard polling rates that cost more than the rest of a request.
+    """
 
     def __init__(self) -> None:
-        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+        self._limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
         self._items: dict[str, RateLimitItem] = {}
 
     async def hit(self, limit: str, scope: str, key: str) -> None:

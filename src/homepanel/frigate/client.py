@@ -109,7 +109,7 @@ def _bearer(token: str | None) -> dict[str, str] | None:
 
 
 def _cookie_token(response: UpstreamResponse) -> str:
-    for header in response.headers.get_list("set-cookie"):
+    for header in response.headers.getall("set-cookie", []):
         try:
             cookie = SimpleCookie(header)
         except CookieError:

@@ -38,7 +38,7 @@ router = APIRouter(
 )
 
 
-def proxmox_clients(request: Request) -> dict[str, ProxmoxClient]:
+async def proxmox_clients(request: Request) -> dict[str, ProxmoxClient]:
     clients: dict[str, ProxmoxClient] = request.app.state.proxmox
     if not clients:
         raise NotConfigured("No Proxmox server is configured: set PROXMOX_<KEY>_URL")
@@ -48,7 +48,7 @@ def proxmox_clients(request: Request) -> dict[str, ProxmoxClient]:
 Clients = Annotated[dict[str, ProxmoxClient], Depends(proxmox_clients)]
 
 
-def proxmox_client(server_id: Annotated[str, Path()], clients: Clients) -> ProxmoxClient:
+async def proxmox_client(server_id: Annotated[str, Path()], clients: Clients) -> ProxmoxClient:
     client = clients.get(server_id)
     if client is None:
         raise NotFound(f"Unknown Proxmox server {server_id[:64]!r}", error_code="SERVER_NOT_FOUND")
