@@ -287,7 +287,8 @@ async def coalescing_check(lab: LabProcess, client: httpx2.AsyncClient, url: str
 async def run(lab: LabProcess, urls: dict[str, str], jwt: str) -> dict:
     cfg = lab.config
     direct_tls = ssl.create_default_context(cafile=cfg["ca"])  # the cert names 127.0.0.1
-    pve = {"Authorization": f"PVEAPIToken={cfg['token']}"}
+    # Asked exactly as the backend asks the NAS (`core/http.py`): uncompressed.
+    pve = {"Authorization": f"PVEAPIToken={cfg['token']}", "Accept-Encoding": "identity"}
     bearer = {"Authorization": f"Bearer {jwt}"}
     limits = httpx2.Limits(max_connections=200, max_keepalive_connections=200)
     clients = {

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx2
-import uvicorn
 from fastapi import FastAPI
 
 from homepanel.app import create_app
 from homepanel.core.config import Settings, load_settings
+from homepanel.core.server import Server, config
 from homepanel.simulator.lab import Lab
 
 T = TypeVar("T")
@@ -105,14 +105,7 @@ class AppServer:
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        config = uvicorn.Config(
-            self.app,
-            log_config=None,
-            proxy_headers=False,
-            timeout_graceful_shutdown=2,
-            ws="none",
-        )
-        self.server = uvicorn.Server(config)
+        self.server = Server(config(self.app, timeout_graceful_shutdown=2, ws="none"), self.app)
         self._thread = threading.Thread(target=self._run, args=(sock,), daemon=True)
 
     def _run(self, sock: socket.socket) -> None:

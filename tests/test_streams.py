@@ -22,7 +22,6 @@ from aiohttp import web
 from homepanel.core.auth import COOKIE_NAME
 from homepanel.simulator.lab import Lab
 from homepanel.streams import hub as hub_module
-from homepanel.streams import sse as sse_module
 from tests.harness import AppServer, BackgroundLoop, RunningLab, assert_error, authed, lab_settings
 
 SWITCH = "zigbee2mqtt/main-eduard-big-wardrobe-switch"
@@ -251,7 +250,7 @@ async def test_stalled_client_is_dropped_and_others_keep_receiving(
 async def test_stream_headers_ping_and_cookie_auth(
     custom_app: AppFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sse_module, "PING_INTERVAL", 0.2)
+    monkeypatch.setattr(hub_module, "PING_INTERVAL", 0.2)
     server = custom_app()
     jwt = server.login()
     origin = "http://localhost:3000"

@@ -100,7 +100,8 @@ def create_app(
     app.state.proxmox = {}
     app.state.upstreams = {}
 
-    app.state.observability = Observability()
+    app.state.hubs = []  # the live streams shared by browsers, ended first on shutdown
+    app.state.observability = Observability(app.state.hubs)
     install_error_handlers(app, production=settings.is_production)
     app.add_middleware(
         CORSMiddleware,
@@ -174,7 +175,7 @@ async def _open(app: FastAPI, stack: AsyncExitStack) -> None:
             stack.push_async_callback(upstream.aclose)
             app.state.upstreams[name] = upstream
     if "mqtt" in app.state.upstreams:
-        observability.hubs.append(app.state.upstreams["mqtt"].hub)
+        app.state.hubs.append(app.state.upstreams["mqtt"].hub)
 
     app.state.metrics = MetricsStore(db, _retention(settings))
     app.state.audit = AuditLog(db)

@@ -10,7 +10,6 @@ import secrets
 import sys
 from pathlib import Path
 
-import uvicorn
 from dotenv import dotenv_values
 from fastapi import FastAPI
 from pydantic import SecretStr
@@ -19,6 +18,7 @@ from homepanel import __version__
 from homepanel.app import create_app
 from homepanel.core.config import ConfigError, Settings, load_settings
 from homepanel.core.logging import setup_logging
+from homepanel.core.server import Server, config
 from homepanel.doctor import diagnose, failed, summary
 
 
@@ -51,15 +51,7 @@ def _load(env_file: Path, **overrides: object) -> Settings | None:
 
 
 def _run(app: FastAPI, host: str, port: int) -> int:
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_config=None,  # ours, set up by setup_logging, with redaction
-        proxy_headers=False,  # X-Forwarded-For is read only from TRUSTED_PROXIES, by us
-        server_header=False,
-        timeout_graceful_shutdown=5,
-    )
+    Server(config(app, host=host, port=port), app).run()
     return 0
 
 

@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 Params = Mapping[str, str | int | float]
 OnCall = Callable[[float, str | None], None]  # (seconds, error or None)
+IDENTITY = {"Accept-Encoding": "identity"}
 T = TypeVar("T")
 
 
@@ -212,14 +213,15 @@ class UpstreamClient:
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(ssl=tls_verify(verify)),
             timeout=aiohttp.ClientTimeout(total=timeout, connect=min(timeout, 5.0)),
-            headers={**(headers or {}), **_authorization(auth)},
+            # Uncompressed: on a home LAN, gzip costs both ends more CPU than it saves in time.
+            headers={**(headers or {}), **_authorization(auth), **IDENTITY},
             cookie_jar=aiohttp.DummyCookieJar(),  # Frigate's client keeps its login token itself
         )
         # Long-lived streams get their own pool, so a burst of open log tails can never make
         # REST calls wait for a connection.
         self._streams = httpx2.AsyncClient(
             base_url=base_url,
-            headers={**(headers or {}), "Accept-Encoding": "identity"},  # relay the bytes as sent
+            headers={**(headers or {}), **IDENTITY},  # relayed bytes are the event bytes
             auth=auth,
             verify=tls_verify(verify),
             follow_redirects=False,

@@ -8,7 +8,7 @@ never share counters. Upstream health is fed by the upstream clients themselves 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, Protocol
@@ -51,7 +51,7 @@ class UpstreamHealth:
 
 
 class Observability:
-    def __init__(self) -> None:
+    def __init__(self, hubs: list[Hub]) -> None:
         self.registry = CollectorRegistry()
         metric = {"registry": self.registry}
         self.http_requests = Counter(
@@ -94,8 +94,7 @@ class Observability:
             "homepanel_database_size_bytes", "Size of the SQLite file", **metric
         )
         self.upstreams: dict[str, UpstreamHealth] = {}
-        self.hubs: list[Hub] = []
-        self.registry.register(_HubCollector(lambda: self.hubs))
+        self.registry.register(_HubCollector(hubs))
 
     def upstream(self, key: str, configured: bool = True) -> None:
         self.upstreams[key] = UpstreamHealth(state="unknown" if configured else "not_configured")
@@ -114,7 +113,7 @@ class Observability:
 class _HubCollector:
     """Hub subscribers and reconnects, read at scrape time from the live hubs."""
 
-    def __init__(self, hubs: Callable[[], Iterable[Hub]]) -> None:
+    def __init__(self, hubs: Iterable[Hub]) -> None:
         self._hubs = hubs
 
     def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
@@ -124,7 +123,7 @@ class _HubCollector:
         reconnects = CounterMetricFamily(
             "homepanel_hub_reconnects", "Upstream stream reconnects by hub", labels=["hub"]
         )
-        for hub in self._hubs():
+        for hub in self._hubs:
             subscribers.add_metric([hub.name], hub.subscribers)
             reconnects.add_metric([hub.name], hub.reconnects)
         return [subscribers, reconnects]

@@ -6,14 +6,13 @@ import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Request
-from sse_starlette import EventSourceResponse
 
 from homepanel.audit.log import audited
 from homepanel.core.deps import API_DEPENDENCIES, upstream
 from homepanel.core.errors import ErrorResponse
 from homepanel.mqtt.client import MqttClient
 from homepanel.mqtt.schemas import PublishRequest, PublishResult, TopicList
-from homepanel.streams.sse import hub_stream
+from homepanel.streams.sse import HubStreamResponse
 
 logger = logging.getLogger(__name__)
 
@@ -34,13 +33,13 @@ async def list_topics(mqtt: Mqtt) -> TopicList:
 
 @router.get(
     "/stream",
-    response_class=EventSourceResponse,
+    response_class=HubStreamResponse,
     responses={200: {"content": {"text/event-stream": {}}, "description": "`event: mqtt`"}},
 )
 async def mqtt_stream(
     mqtt: Mqtt,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=64)] = None,
-) -> EventSourceResponse:
+) -> HubStreamResponse:
     """Every MQTT message as `event: mqtt`, data `{"topic", "payload", "timestamp"}`.
 
     All tabs share one upstream connection. Events carry `id:`; a reconnecting `EventSource`
@@ -48,7 +47,7 @@ async def mqtt_stream(
     (then reload `/api/mqtt/topics`). A client too slow to keep up gets `resync` and is
     disconnected.
     """
-    return hub_stream(mqtt.hub, last_event_id)
+    return HubStreamResponse(mqtt.hub, last_event_id)
 
 
 @router.post("/publish")

@@ -42,13 +42,15 @@ class DeviceTracker:
         }
         flusher = asyncio.create_task(self._flush_every_second())
         try:
-            while True:  # resubscribe if the hub ever drops us for being slow
+            dropped = True
+            while dropped:  # resubscribe if the hub drops us for being slow; not once it closes
                 subscription = self._hub.subscribe()
                 try:
                     async for event in subscription.live():
                         self.observe(json.loads(event.data))
                 finally:
                     self._hub.unsubscribe(subscription)
+                dropped = subscription.dropped
         finally:
             flusher.cancel()
             await self.flush()
