@@ -34,6 +34,7 @@ async def list_topics(mqtt: Mqtt) -> TopicList:
 @router.get(
     "/stream",
     response_class=HubStreamResponse,
+    status_code=200,
     responses={200: {"content": {"text/event-stream": {}}, "description": "`event: mqtt`"}},
 )
 async def mqtt_stream(
