@@ -31,10 +31,19 @@ async def rate_limit_api(request: Request, ip: Annotated[str, Depends(get_client
     await limiter.hit(request.app.state.settings.rate_limit_api, "api", ip)
 
 
-# Every `/api/` router but login: the rate limit first (it also slows unauthenticated floods).
-API_DEPENDENCIES = [Depends(rate_limit_api), Depends(require_session)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ClientIp = Annotated[str, Depends(get_client_ip)]
+
+
+async def api_access(request: Request, ip: ClientIp) -> Session:
+    """The rate limit first (it also slows unauthenticated floods), then the login. One
+    dependency, not two: each costs FastAPI some tens of microseconds per request."""
+    await rate_limit_api(request, ip)
+    return await require_session(request)
+
+
+# Every `/api/` router but login.
+API_DEPENDENCIES = [Depends(api_access)]
 SessionDep = Annotated[Session, Depends(require_session)]
 
 

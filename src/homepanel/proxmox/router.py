@@ -48,8 +48,8 @@ async def proxmox_clients(request: Request) -> dict[str, ProxmoxClient]:
 Clients = Annotated[dict[str, ProxmoxClient], Depends(proxmox_clients)]
 
 
-async def proxmox_client(server_id: Annotated[str, Path()], clients: Clients) -> ProxmoxClient:
-    client = clients.get(server_id)
+async def proxmox_client(request: Request, server_id: Annotated[str, Path()]) -> ProxmoxClient:
+    client = (await proxmox_clients(request)).get(server_id)
     if client is None:
         raise NotFound(f"Unknown Proxmox server {server_id[:64]!r}", error_code="SERVER_NOT_FOUND")
     return client
