@@ -1,10 +1,11 @@
-"""What the backend costs on the hot path: a Proxmox read through it, straight, and through nginx.
+"""What the backend costs on the hot path: a Proxmox read through it, straight, through nginx.
 
 Run: `python -m bench.proxy` (writes bench/results/proxy.json; about two minutes).
 
-Three processes share the machine: this load generator, the backend (`homepanel serve`, uvicorn
-with uvloop/httptools) and the simulated lab (a small runner started with `python -c`). The
-same read, the NAS node's status, is fetched three ways in every round, the order rotated:
+The processes share the machine: this load generator, the backend (`homepanel serve`, uvicorn
+with uvloop/httptools), the simulated lab (a small runner started with `python -c`), nginx and
+the bare Python proxy. The same read, the NAS node's status, is fetched every way in every
+round, the order rotated:
 
 - direct:  `GET {nas}/api2/json/nodes/nas/status` with the PVEAPIToken header, TLS pinned to
            the lab's CA (what the backend itself does upstream);
@@ -12,7 +13,11 @@ same read, the NAS node's status, is fetched three ways in every round, the orde
            "one extra hop"; installed with apt-get when missing, skipped if that fails);
 - backend: `GET /api/proxmox/nas/status` with a Bearer JWT;
 - app-only: `GET /api/health/upstreams` with the same JWT: the backend's own share (uvicorn,
-           middleware, JWT, rate limit, a response model) without any upstream call.
+           middleware, JWT, rate limit, a response model) without any upstream call;
+- bare-py: the same request through a dozen-line ASGI app on the backend's own stack (uvicorn
+           with uvloop/httptools, one aiohttp session, the same TLS pinning) that forwards
+           the bytes: the floor of one Python hop on this machine, with no auth, no parsing
+           and no response model.
 
 Each round measures 300 sequential requests (c=1) and 2000 requests over 16 tasks (c=16) on
 keep-alive connections, and asks the lab how many upstream requests each phase cost (the
@@ -50,7 +55,7 @@ WARMUP = 50
 COALESCE_CALLERS = 100
 COALESCE_LATENCY = 0.3
 ACCESS_TOKEN = "bench-Access-Token-0123456789"  # noqa: S105 - a throw-away local secret
-TARGETS = ("direct", "nginx", "backend", "app-only")
+TARGETS = ("direct", "nginx", "bare-py", "backend", "app-only")
 TARGETS_MS = {"added_p50_c1_ms": 1.0, "throughput_ratio": 0.5, "coalesced_upstream": 1}
 
 # The lab in its own process. It prints one JSON line (its configuration), then answers
@@ -82,6 +87,31 @@ async def main():
                 print("unknown", flush=True)
 
 asyncio.run(main())
+"""
+
+# The floor of a Python hop: forwards every request to the NAS, nothing else.
+BARE_PROXY = """
+import os, ssl, aiohttp, uvicorn
+
+UPSTREAM = os.environ["BARE_UPSTREAM"]
+HEADERS = {"Authorization": os.environ["BARE_AUTH"], "Accept-Encoding": "identity"}
+session = None
+
+async def app(scope, receive, send):
+    global session
+    if scope["type"] != "http":
+        return
+    if session is None:
+        tls = ssl.create_default_context(cafile=os.environ["BARE_CA"])
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls), headers=HEADERS)
+    async with session.get(UPSTREAM + scope["path"]) as upstream:
+        body = await upstream.read()
+        content_type = upstream.headers.get("content-type", "application/json").encode()
+    await send({"type": "http.response.start", "status": upstream.status,
+                "headers": [(b"content-type", content_type)]})
+    await send({"type": "http.response.body", "body": body})
+
+uvicorn.run(app, host="127.0.0.1", port=int(os.environ["BARE_PORT"]), log_level="warning")
 """
 
 NGINX_CONF = """\
@@ -178,6 +208,22 @@ def start_backend(lab: LabProcess, directory: Path, port: int) -> subprocess.Pop
         cwd=directory,
     )
     wait_for_port(port, process, "the backend")
+    return process
+
+
+def start_bare_proxy(lab: LabProcess, port: int) -> subprocess.Popen:
+    cfg = lab.config
+    env = {
+        **os.environ,
+        "BARE_UPSTREAM": cfg["nas_url"],
+        "BARE_AUTH": f"PVEAPIToken={cfg['token']}",
+        "BARE_CA": cfg["ca"],
+        "BARE_PORT": str(port),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-c", BARE_PROXY], env=env, stdout=subprocess.DEVNULL, stderr=None
+    )
+    wait_for_port(port, process, "the bare proxy")
     return process
 
 
@@ -294,6 +340,7 @@ async def run(lab: LabProcess, urls: dict[str, str], jwt: str) -> dict:
     clients = {
         "direct": httpx2.AsyncClient(verify=direct_tls, headers=pve, timeout=30, limits=limits),
         "nginx": httpx2.AsyncClient(headers=pve, timeout=30, limits=limits),
+        "bare-py": httpx2.AsyncClient(timeout=30, limits=limits),
         "backend": httpx2.AsyncClient(headers=bearer, timeout=30, limits=limits),
         "app-only": httpx2.AsyncClient(headers=bearer, timeout=30, limits=limits),
     }
@@ -350,6 +397,15 @@ def ratios(summary: dict, coalescing: dict) -> dict:
         "app_only_p50_c1_ms": summary["app-only"]["c1_p50_ms"],
         "upstream_leg_p50_c1_ms": round(backend["c1_p50_ms"] - summary["app-only"]["c1_p50_ms"], 3),
     }
+    if "bare-py" in summary:
+        bare = summary["bare-py"]
+        out |= {
+            "bare_py_added_p50_c1_ms": round(bare["c1_p50_ms"] - direct["c1_p50_ms"], 3),
+            "bare_py_throughput_ratio": round(bare["c16_req_per_s"] / direct["c16_req_per_s"], 3),
+            "backend_vs_bare_py_added_p50_c1_ms": round(
+                backend["c1_p50_ms"] - bare["c1_p50_ms"], 3
+            ),
+        }
     if "nginx" in summary:
         nginx = summary["nginx"]
         out |= {
@@ -402,6 +458,12 @@ def report(summary: dict, derived: dict, coalescing: dict, nginx_note: str) -> N
             f"throughput / direct {derived['nginx_throughput_ratio']:.2f}; backend / nginx "
             f"throughput {derived['backend_vs_nginx_throughput_ratio']:.2f}"
         )
+    if "bare_py_added_p50_c1_ms" in derived:
+        print(
+            f"bare Python hop floor: added p50 at c=1 {derived['bare_py_added_p50_c1_ms']:.2f} ms, "
+            f"throughput / direct {derived['bare_py_throughput_ratio']:.2f}; backend adds "
+            f"{derived['backend_vs_bare_py_added_p50_c1_ms']:.2f} ms to it"
+        )
     print(
         f"{coalescing['callers']} identical GETs, NAS slowed by {coalescing['nas_latency_s']} s: "
         f"{coalescing['upstream_requests']} upstream request(s), {coalescing['ok_responses']} "
@@ -423,6 +485,7 @@ def main() -> None:
     lab: LabProcess | None = None
     backend: subprocess.Popen | None = None
     nginx: subprocess.Popen | None = None
+    bare: subprocess.Popen | None = None
     with tempfile.TemporaryDirectory(prefix="homepanel-bench-") as tmp:
         directory = Path(tmp)
         try:
@@ -441,6 +504,9 @@ def main() -> None:
                 except RuntimeError as exc:
                     nginx_note = f"nginx did not start: {exc}"
                     print(nginx_note, flush=True)
+            bare_port = free_port()
+            bare = start_bare_proxy(lab, bare_port)
+            urls["bare-py"] = f"http://127.0.0.1:{bare_port}{status_path}"
             backend_port = free_port()
             (directory / "backend").mkdir()
             backend = start_backend(lab, directory / "backend", backend_port)
@@ -451,7 +517,7 @@ def main() -> None:
             print(f"measuring {', '.join(urls)}: {ROUNDS} rounds", flush=True)
             measured = asyncio.run(run(lab, urls, jwt))
         finally:
-            for process in (nginx, backend, lab.process if lab else None):
+            for process in (nginx, bare, backend, lab.process if lab else None):
                 stop(process)
     summary = summarise(measured["rounds"])
     derived = ratios(summary, measured["coalescing"])
