@@ -6,7 +6,7 @@ seen by a route, the mapping of transport failures to 502/504, and single-flight
 the upstream one call). What an upstream's status codes *mean* is left to its own client.
 
 Two HTTP stacks, each where it is best: aiohttp for request/response calls, the hot path of
-every dashboard poll, where its C parser costs about a third of httpx2's per request
+every dashboard poll, where a call costs about half of what it costs with httpx2
 (`bench/README.md`, proxy overhead); httpx2 for streams, whose built-in SSE parser the hub
 and the relays use.
 """
@@ -320,20 +320,23 @@ class UpstreamClient:
 
     def _failed(self, exc: Exception, started: float) -> ApiError:
         logger.warning("%s request failed: %s: %s", self.service, type(exc).__name__, exc)
-        error = self._transport_error(_failure_kind(exc))
+        error = self._transport_error(exc)
         if self._on_call is not None:
             self._on_call(time.perf_counter() - started, error.detail)
         return error
 
-    def _transport_error(self, kind: str) -> ApiError:
-        if kind == "timeout":
+    def _transport_error(self, exc: Exception) -> ApiError:
+        """What went wrong on the wire, whichever of the two stacks raised it."""
+        if isinstance(exc, TimeoutError | httpx2.TimeoutException):
             return UpstreamTimeout(f"{self.service} did not answer within {self.timeout:g} s")
-        if kind == "tls":
+        if isinstance(exc, aiohttp.ClientSSLError) or (
+            isinstance(exc, httpx2.ConnectError) and "CERTIFICATE" in str(exc).upper()
+        ):
             return UpstreamError(
                 f"{self.service}: TLS certificate verification failed",
                 error_code="UPSTREAM_TLS_ERROR",
             )
-        if kind == "unreachable":
+        if isinstance(exc, aiohttp.ClientConnectorError | httpx2.ConnectError):
             return UpstreamError(
                 f"{self.service} is unreachable", error_code="UPSTREAM_UNREACHABLE"
             )
@@ -408,16 +411,3 @@ class UpstreamClient:
 
 def _authorization(auth: tuple[str, str] | None) -> dict[str, str]:
     return {"Authorization": aiohttp.encode_basic_auth(*auth)} if auth is not None else {}
-
-
-def _failure_kind(exc: Exception) -> str:
-    """What went wrong on the wire, whichever stack raised it."""
-    if isinstance(exc, TimeoutError | httpx2.TimeoutException):
-        return "timeout"
-    if isinstance(exc, aiohttp.ClientSSLError) or (
-        isinstance(exc, httpx2.ConnectError) and "CERTIFICATE" in str(exc).upper()
-    ):
-        return "tls"
-    if isinstance(exc, aiohttp.ClientConnectorError | httpx2.ConnectError):
-        return "unreachable"
-    return "broken"
