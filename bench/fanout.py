@@ -35,8 +35,6 @@ import math
 import os
 import re
 import resource
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -45,7 +43,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import save_result
+from bench import free_port, save_result, stop
 
 ROOT = Path(__file__).resolve().parents[1]
 ACCESS_TOKEN = "bench-fanout-access-token"  # noqa: S105 - a throwaway backend's
@@ -290,12 +288,6 @@ async def client_main(port: int, count: int) -> None:
 # --- the orchestration ---------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def http(method: str, url: str, **kwargs: Any) -> Any:
     import httpx2
 
@@ -349,17 +341,7 @@ class Bench:
         return process
 
     def stop(self, process: subprocess.Popen[str]) -> None:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
-        for stream in (process.stdin, process.stdout):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
+        stop(process)
 
     def close(self) -> None:
         for process in reversed(self.processes):

@@ -28,8 +28,6 @@ import http.client
 import json
 import os
 import re
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import save_result
+from bench import free_port, save_result, stop
 
 ROUNDS = 7
 POLL = 0.01  # seconds between /health attempts during start-up
@@ -85,12 +83,6 @@ def child_env() -> dict[str, str]:
         if "proxy" not in name.lower() and not name.startswith(UPSTREAM_PREFIXES)
     }
     return env | {"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def get(port: int, path: str) -> tuple[int, str]:
@@ -140,20 +132,7 @@ class Children:
         return process
 
     def stop(self, process: subprocess.Popen[str]) -> None:
-        """The lab ends when its stdin closes, a backend on SIGTERM (uvicorn's graceful
-        shutdown); either is killed if it lingers."""
-        if process.stdin is not None:
-            with suppress(OSError):
-                process.stdin.close()
-        elif process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
-        if process.stdout is not None:
-            process.stdout.close()
+        stop(process)
         if process in self.processes:
             self.processes.remove(process)
 

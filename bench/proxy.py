@@ -45,7 +45,7 @@ from typing import Any
 
 import httpx2
 
-from bench import save_result
+from bench import free_port, save_result, stop
 
 ROUNDS = 5
 C1_REQUESTS = 300
@@ -143,12 +143,6 @@ http {{
     }}
 }}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for_port(port: int, process: subprocess.Popen, what: str, timeout: float = 30) -> None:
@@ -259,17 +253,6 @@ def start_nginx(binary: str, directory: Path, upstream_port: int, port: int) -> 
     )
     wait_for_port(port, process, "nginx")
     return process
-
-
-def stop(process: subprocess.Popen | None) -> None:
-    if process is None or process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(5)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(5)
 
 
 def percentile(samples: list[float], fraction: float) -> float:
