@@ -3,24 +3,29 @@
 Run: `python -m bench.metrics_size` (writes bench/results/metrics_size.json).
 
 The fleet is the spec's: 2 servers (raw every 10 s), 24 guests (30 s), 11 automations (5 s)
-and 50 devices. After a year every tier holds exactly its retention window, which the
-simulated-year test (tests/test_metrics_store.py) checks the roll-ups converge to. So this
-builds that steady state directly: raw rows through the store's own write path, rolled rows of
-each tier at its spacing, device states at an assumed rate of one change per device every
-10 minutes kept for 90 days. It then reports rows per series and the file's size.
+and 50 devices. After a year every tier holds its retention window, which the simulated-year
+test (tests/test_metrics_store.py) checks the roll-ups converge to. So this builds that steady
+state directly: raw rows through the store's own write path, rolled rows of each tier at its
+spacing, each in the table the store keeps it in at that age (the day's recent rows apart from
+the archive), device states at an assumed rate of one change per device every 10 minutes kept
+for 90 days. It then reports rows per series and the file's size.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import tempfile
 from pathlib import Path
+
+import aiosqlite
 
 from bench import save_result
 from homepanel.store.db import Database
 from homepanel.store.metrics import (
     AUTOMATION,
+    DAY,
     FIVE_MIN,
     HOUR,
     MINUTE,
@@ -69,9 +74,11 @@ async def build(path: Path) -> dict:
             for name in names
             for ts in range(NOW - 3600, NOW, interval)
         ]
-        await store.write_rows(kind, raw)
+        await store.record_rows(kind, raw)
+        await store.flush()
         for tier, window in WINDOWS.items():
-            await _rolled(db, kind, names, tier, window, interval, rng)
+            await _rolled(db, store, kind, names, tier, window, interval, rng)
+    today = NOW // DAY * DAY  # the store moves device states to their archive once a day
     for device in range(DEVICES):
         topic = f"zigbee2mqtt/room-{device}-sensor"
         start = NOW - DEVICE_DAYS * 86400
@@ -79,12 +86,15 @@ async def build(path: Path) -> dict:
             (topic, ts * 1000, {"temperature": round(rng.uniform(18, 25), 1), "humidity": 45})
             for ts in range(start, NOW, DEVICE_CHANGE_EVERY)
         ]
-        await store.write_device_states(states)
+        await store.record_device_states([state for state in states if state[1] >= today * 1000])
+        await store.flush()
+        topic_id = await store.known("device", topic)
+        await _archived_states(db, topic_id, [s for s in states if s[1] < today * 1000])
     counts = await store.row_counts()
     await db.close()  # the last connection to close checkpoints the WAL into the file
     size = path.stat().st_size  # noqa: ASYNC240 - once, after everything is written
     series = sum(count for count, _ in FLEET.values())
-    samples = counts["server_samples"] + counts["vm_samples"] + counts["automation_samples"]
+    samples = sum(counts[kind.table] for kind in FLEET)
     return {
         "rows": counts,
         "rows_per_series": {
@@ -99,27 +109,48 @@ async def build(path: Path) -> dict:
 
 
 async def _rolled(
-    db: Database, kind: Kind, names: list[str], tier: int, window: int, interval: int, rng
+    db: Database,
+    store: MetricsStore,
+    kind: Kind,
+    names: list[str],
+    tier: int,
+    window: int,
+    interval: int,
+    rng: random.Random,
 ) -> None:
+    """A tier's rows over its window: yesterday's and today's in the recent tables, older
+    ones in the archive, as the store keeps them."""
     columns = ("series_id", "tier", "ts", "n", *kind.columns)
-    sql = (
-        f"INSERT INTO {kind.table} ({', '.join(columns)}) "  # noqa: S608 - constants only
-        f"VALUES ({', '.join('?' * len(columns))})"
-    )
     ids = {row[1]: row[0] for row in await db.fetchall("SELECT id, name FROM series")}
-    rows = []
+    tables: dict[str, list[tuple]] = {}
+    recent_from = (NOW // DAY - 1) * DAY
     for name in names:
         for ts in range(NOW - window, NOW, tier):
             sample = values(kind, rng)
             if kind.spread:
                 sample["cpu_min"] = sample["cpu_percent"] - 5
                 sample["cpu_max"] = sample["cpu_percent"] + 5
-            rows.append(
-                (ids[name], tier, ts, tier // interval, *[sample.get(c) for c in kind.columns])
+            table = store.table_for(kind, tier, ts) if ts >= recent_from else kind.table
+            row = (ids[name], tier, ts, tier // interval, *[sample.get(c) for c in kind.columns])
+            tables.setdefault(table, []).append(row)
+
+    async def job(connection: aiosqlite.Connection) -> None:
+        for table, rows in tables.items():
+            await connection.executemany(
+                f"INSERT INTO {table} ({', '.join(columns)}) "  # noqa: S608 - constants only
+                f"VALUES ({', '.join('?' * len(columns))})",
+                rows,
             )
 
-    async def job(connection) -> None:
-        await connection.executemany(sql, rows)
+    await db.write(job)
+
+
+async def _archived_states(db: Database, series: int | None, states: list[tuple]) -> None:
+    async def job(connection: aiosqlite.Connection) -> None:
+        await connection.executemany(
+            "INSERT INTO device_states (series_id, ts_ms, state) VALUES (?, ?, ?)",
+            [(series, ts_ms, json.dumps(state)) for _, ts_ms, state in states],
+        )
 
     await db.write(job)
 

@@ -1,4 +1,5 @@
-"""Writes batches of metrics until killed, printing each batch's number once it is committed.
+"""Records batches of metrics until killed, flushing every FLUSH_EVERY batches, and prints the
+number of the last batch of each flush once that flush has committed.
 
 Run by test_crash_safety.py as `python -m tests.crash_writer <database> <first batch>`.
 """
@@ -13,6 +14,7 @@ from homepanel.store.db import Database
 from homepanel.store.metrics import SERVER, MetricsStore, Retention
 
 SERIES = 40  # rows per batch: a collection cycle of a larger fleet
+FLUSH_EVERY = 10  # batches per flush: what a crash may lose, as the app's flush interval
 
 
 async def main(path: Path, first: int) -> None:
@@ -21,8 +23,10 @@ async def main(path: Path, first: int) -> None:
     batch = first
     while True:
         rows = [(f"server-{i}", batch, {"cpu_percent": float(batch % 100)}) for i in range(SERIES)]
-        await store.write_rows(SERVER, rows)
-        print(batch, flush=True)  # only after the commit returned
+        await store.record_rows(SERVER, rows)
+        if (batch - first) % FLUSH_EVERY == FLUSH_EVERY - 1:
+            await store.flush()
+            print(batch, flush=True)  # only after the commit returned
         batch += 1
 
 

@@ -4,6 +4,9 @@ metrics API of a running app."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -21,7 +24,7 @@ from homepanel.proxmox.client import ProxmoxClient
 from homepanel.proxmox.collector import ProxmoxCollector
 from homepanel.simulator.lab import Lab
 from homepanel.store.db import Database
-from homepanel.store.metrics import AUTOMATION, SERVER, VM, MetricsStore, Retention
+from homepanel.store.metrics import AUTOMATION, RAW, SERVER, VM, Kind, MetricsStore, Retention
 from homepanel.streams.hub import StreamHub
 from tests.harness import AppServer, RunningLab, assert_error, authed, lab_settings
 
@@ -56,10 +59,12 @@ def settings(running_lab: RunningLab, tmp_path: Path) -> Settings:
     return lab_settings(running_lab.lab, tmp_path / "app")
 
 
-async def history(store: MetricsStore, kind, name: str, now: float) -> list[dict]:
+async def history(store: MetricsStore, kind: Kind, name: str, now: float) -> list[dict]:
+    """The series' raw points of the hour before `now`, as dicts."""
     series = await store.known(kind.name, name)
     assert series is not None, name
-    return (await store.history(kind, series, "1h", now))[1]
+    rows = await store.points(kind, series, RAW, now - 3600)
+    return [dict(zip(("ts", *kind.columns), row, strict=True)) for row in rows]
 
 
 async def test_server_metrics(settings: Settings, store: MetricsStore, lab: Lab) -> None:
@@ -158,7 +163,7 @@ async def test_device_tracker_keeps_changes_only(store: MetricsStore) -> None:
     series = await store.known("device", door)
     assert series is not None
     states = await store.device_states(series, 0)
-    assert [s["contact"] for _, s in states] == [True, False, True]
+    assert [json.loads(s)["contact"] for _, s in states] == [True, False, True]
     stamps = [ts for ts, _ in states]
     assert stamps == sorted(set(stamps)) and stamps[0] == T0 * 1000
     text = await store.known("device", "plain/text")
@@ -230,6 +235,30 @@ def test_metrics_api_of_a_running_app(custom_app: Callable[..., AppServer], lab:
         assert_error(api.get("/api/metrics/vm/nas/12"), 422)
         assert_error(api.get("/api/metrics/automation/..%2F..%2Fetc"), 422)
         assert_error(api.get("/api/metrics/device/no/such/topic"), 404, "NO_METRICS")
+
+
+def stored_raw_sample(path: Path, ts: int) -> bool:
+    """Whether the database file holds a server sample stamped `ts` (committed)."""
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        sql = "SELECT 1 FROM server_raw_0 WHERE ts = :ts UNION ALL SELECT 1 FROM server_raw_1 WHERE ts = :ts"
+        return bool(connection.execute(sql, {"ts": ts}).fetchall())
+
+
+def test_shutdown_commits_what_waits(custom_app: Callable[..., AppServer], lab: Lab) -> None:
+    """Samples wait in memory for the next flush (every 10 minutes); the API shows them, and
+    a graceful shutdown commits them."""
+    server = custom_app(METRICS_ENABLED="true", METRICS_INTERVAL_SERVERS="1")
+    path = server.settings.database_path
+    with authed(server) as api:
+        deadline = time.monotonic() + 15
+        while True:  # a sample the API shows that the file does not hold yet
+            data = api.get("/api/metrics/server/nas").json().get("data", [])
+            if data and not stored_raw_sample(path, data[-1]["timestamp"]):
+                break
+            assert time.monotonic() < deadline, "no waiting sample"
+            time.sleep(0.3)
+    server.__exit__(None, None, None)
+    assert stored_raw_sample(path, data[-1]["timestamp"])
 
 
 def test_metrics_off(api: httpx2.Client) -> None:

@@ -2,20 +2,24 @@
 
 A server's CPU follows a sawtooth over each hour (0 % at :00, 99.7 % at :59:50) and an
 automation triggers once per sample, so every bucket's exact average, minimum, maximum and sum
-are known in advance. Samples come every 30 s for a whole year; maintenance (roll-ups and
-retention) runs once per simulated day, so each run also catches up a day of backlog, as after
-downtime.
+are known in advance. Samples come every 30 s for a whole year; maintenance (roll-ups, the
+flush and retention) runs once per simulated day, so each run also catches up a day of backlog,
+as after downtime.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import sqlite3
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from homepanel.metrics.points import EncodedHistory
 from homepanel.store.db import Database
 from homepanel.store.metrics import (
     AUTOMATION,
@@ -27,6 +31,7 @@ from homepanel.store.metrics import (
     RAW,
     SERVER,
     THIRTY_MIN,
+    Kind,
     MetricsStore,
     Retention,
     counter_delta,
@@ -40,6 +45,8 @@ RETENTION = Retention(
     device_states=90 * DAY,
 )
 STEADY_ROWS = {RAW: 3600 // STEP, MINUTE: 1440, FIVE_MIN: 2016, THIRTY_MIN: 1440, HOUR: 8760}
+# Rows leave a whole period at a time (raw: an hour, roll-ups: a day), so up to one more is kept.
+UP_TO_MORE = {RAW: 3600 // STEP, MINUTE: 1440, FIVE_MIN: 288, THIRTY_MIN: 48, HOUR: 24}
 
 
 def cpu(ts: int) -> float:
@@ -53,22 +60,40 @@ def expected_average(bucket: int, tier: int) -> float:
 
 async def write_day(store: MetricsStore, day_start: int) -> None:
     stamps = range(day_start, day_start + DAY, STEP)
-    await store.write_rows(
+    await store.record_rows(
         SERVER, [("nas", ts, {"cpu_percent": cpu(ts), "ram_used": 1e9}) for ts in stamps]
     )
-    await store.write_rows(AUTOMATION, [("main/a", ts, {"triggers_count": 1}) for ts in stamps])
-    await store.write_device_states([("home/door", day_start * 1000, {"open": day_start})])
+    await store.record_rows(AUTOMATION, [("main/a", ts, {"triggers_count": 1}) for ts in stamps])
+    await store.record_device_states([("home/door", day_start * 1000, {"open": day_start})])
 
 
-async def open_store(path: Path) -> tuple[Database, MetricsStore]:
+async def open_store(path: Path, flush_interval: int = 600) -> tuple[Database, MetricsStore]:
     db = await Database.open(path)
-    return db, MetricsStore(db, RETENTION)
+    return db, MetricsStore(db, RETENTION, flush_interval)
 
 
-def rows_per_tier(path: Path, table: str) -> dict[int, int]:
+async def history(
+    store: MetricsStore, kind: Kind, name: str, period: str, now: float
+) -> list[dict[str, Any]]:
+    """The points the API would show for `period`, as dicts."""
+    series = await store.known(kind.name, name)
+    assert series is not None
+    tier, seconds = PERIODS[period]
+    rows = await store.points(kind, series, tier, now - seconds)
+    return [dict(zip(("ts", *kind.columns), row, strict=True)) for row in rows]
+
+
+def rows_per_tier(path: Path, kind: Kind) -> Counter[int]:
+    """Committed rows per tier, wherever they are stored."""
+    counts: Counter[int] = Counter()
     with sqlite3.connect(path) as connection:
-        rows = connection.execute(f"SELECT tier, COUNT(*) FROM {table} GROUP BY tier").fetchall()  # noqa: S608
-    return dict(rows)
+        for table in (kind.table, f"{kind.name}_recent_0", f"{kind.name}_recent_1"):
+            sql = f"SELECT tier, COUNT(*) FROM {table} GROUP BY tier"  # noqa: S608
+            counts.update(dict(connection.execute(sql).fetchall()))
+        for half in (0, 1):
+            sql = f"SELECT COUNT(*) FROM {kind.name}_raw_{half}"  # noqa: S608
+            counts[RAW] += connection.execute(sql).fetchone()[0]
+    return +counts
 
 
 @pytest.mark.timeout(300)
@@ -86,13 +111,9 @@ async def test_a_simulated_year(tmp_path: Path) -> None:
     now = START + days * DAY
     await store.maintain(now)  # nothing new: an idle cycle changes nothing
 
-    series = await store.known("server", "nas")
-    assert series is not None
-
     # Every period reads its tier, evenly spaced, with exact averages, up to the last closed one.
     for period, (tier, seconds) in PERIODS.items():
-        got_tier, points = await store.history(SERVER, series, period, now)
-        assert got_tier == tier, period
+        points = await history(store, SERVER, "nas", period, now)
         spacing = tier or STEP
         stamps = [p["ts"] for p in points]
         assert all(b - a == spacing for a, b in itertools.pairwise(stamps)), period
@@ -100,7 +121,7 @@ async def test_a_simulated_year(tmp_path: Path) -> None:
         if tier == RAW:
             assert stamps[-1] == now - STEP
         else:
-            assert stamps[-1] + tier <= now - GRACE + tier
+            assert stamps[-1] == (now - GRACE) // tier * tier - tier, period
             for point in points[:: max(1, len(points) // 50)]:
                 average = expected_average(point["ts"], tier)
                 assert math.isclose(point["cpu_percent"], average, abs_tol=1e-9), (period, point)
@@ -110,18 +131,16 @@ async def test_a_simulated_year(tmp_path: Path) -> None:
             assert point["ram_used"] == 1e9
 
     # Counters are summed: one trigger per sample.
-    automation = await store.known("automation", "main/a")
-    assert automation is not None
     for period, (tier, _) in PERIODS.items():
-        _, points = await store.history(AUTOMATION, automation, period, now)
+        points = await history(store, AUTOMATION, "main/a", period, now)
         expected = 1 if tier == RAW else tier // STEP
         assert {p["triggers_count"] for p in points} == {expected}, period
 
-    # Each tier holds its retention window and no more: the steady state.
-    for table in ("server_samples", "automation_samples"):
-        counts = rows_per_tier(path, table)
+    # Each tier holds its retention window, and at most one more period: the steady state.
+    for kind in (SERVER, AUTOMATION):
+        counts = rows_per_tier(path, kind)
         for tier, steady in STEADY_ROWS.items():
-            assert steady - 2 <= counts[tier] <= steady + 1, (table, tier, counts)
+            assert steady - 2 <= counts[tier] <= steady + UP_TO_MORE[tier], (kind, tier, counts)
 
     # Device states: one per day kept for 90 days.
     door = await store.known("device", "home/door")
@@ -136,34 +155,65 @@ async def test_a_simulated_year(tmp_path: Path) -> None:
         assert connection.execute("PRAGMA auto_vacuum").fetchone() == (2,)  # incremental
 
 
+async def test_waiting_rows_are_read_before_the_flush(tmp_path: Path) -> None:
+    """Between flushes, samples and the buckets they close are in memory only, and every
+    period still reads up to the last closed bucket. The flush changes no answer."""
+    path = tmp_path / "metrics.db"
+    db, store = await open_store(path, flush_interval=DAY)
+    await store.maintain(START)  # the first cycle flushes (nothing yet)
+    for ts in range(START, START + 3600, STEP):
+        await store.record_rows(SERVER, [("nas", ts, {"cpu_percent": cpu(ts)})])
+        await store.maintain(ts)
+    now = START + 3600 + GRACE  # the first hour bucket has just closed
+    await store.maintain(now)
+    before = {period: await history(store, SERVER, "nas", period, now) for period in PERIODS}
+    assert rows_per_tier(path, SERVER) == Counter()  # nothing committed yet
+    assert [p["ts"] for p in before["1h"]] == list(range(now - 3600, START + 3600, STEP))
+    for period, (tier, _) in PERIODS.items():
+        if tier != RAW:  # the last bucket closed GRACE after its end
+            assert before[period][-1]["ts"] == (now - GRACE) // tier * tier - tier, period
+
+    await store.flush()
+    assert rows_per_tier(path, SERVER)[RAW] == 3600 // STEP
+    after = {period: await history(store, SERVER, "nas", period, now) for period in PERIODS}
+    assert after == before
+    await db.close()
+
+
 async def test_rollups_are_idempotent_and_never_double(tmp_path: Path) -> None:
-    """Running maintenance again, or after forgetting the watermarks (as a crash between two
-    roll-ups would leave them), recomputes the same rows: nothing is counted twice."""
+    """Running maintenance again, or in a new process after forgetting the watermarks (as if
+    none had been committed), recomputes the same rows: nothing is counted twice."""
     path = tmp_path / "metrics.db"
     db, store = await open_store(path)
-    await write_day(store, START)
-    await store.maintain(START + DAY)
-    before = rows_per_tier(path, "server_samples")
-    series = await store.known("server", "nas")
-    assert series is not None
-    _, first = await store.history(SERVER, series, "24h", START + DAY)
-    await store.maintain(START + DAY)
+    for day in range(3):  # rows in the archive, in the recent tables and in memory
+        await write_day(store, START + day * DAY)
+        await store.maintain(START + (day + 1) * DAY)
+    now = START + 3 * DAY
+    first = {period: await history(store, SERVER, "nas", period, now) for period in PERIODS}
+    await store.maintain(now)
+    await store.flush()
+    before = rows_per_tier(path, SERVER)
     await db.execute("DELETE FROM rollups")
-    await store.maintain(START + DAY)
-    _, again = await store.history(SERVER, series, "24h", START + DAY)
-    assert again == first
-    assert rows_per_tier(path, "server_samples") == before
+    await db.close()
+    db, again = await open_store(path)
+    await again.maintain(now)
+    await again.flush()
+    assert rows_per_tier(path, SERVER) == before
+    for period in PERIODS:
+        assert await history(again, SERVER, "nas", period, now) == first[period], period
     await db.close()
 
 
 async def test_a_retried_sample_replaces_instead_of_doubling(tmp_path: Path) -> None:
     db, store = await open_store(tmp_path / "metrics.db")
-    await store.write_samples(SERVER, START, {"nas": {"cpu_percent": 10.0}})
-    await store.write_samples(SERVER, START, {"nas": {"cpu_percent": 20.0}})
-    series = await store.known("server", "nas")
-    assert series is not None
-    _, points = await store.history(SERVER, series, "1h", START + 60)
-    assert [(p["ts"], p["cpu_percent"]) for p in points] == [(START, 20.0)]
+    await store.record_samples(SERVER, START, {"nas": {"cpu_percent": 10.0}})
+    await store.record_samples(SERVER, START, {"nas": {"cpu_percent": 20.0}})  # waiting
+    await store.flush()
+    await store.record_samples(SERVER, START, {"nas": {"cpu_percent": 30.0}})  # stored
+    points = await history(store, SERVER, "nas", "1h", START + 60)
+    assert [(p["ts"], p["cpu_percent"]) for p in points] == [(START, 30.0)]
+    await store.flush()
+    assert await history(store, SERVER, "nas", "1h", START + 60) == points
     await db.close()
 
 
@@ -182,7 +232,7 @@ async def test_schema_is_versioned(tmp_path: Path) -> None:
     db = await Database.open(path)
     await db.close()
     with sqlite3.connect(path) as connection:
-        assert connection.execute("PRAGMA user_version").fetchone() == (3,)
+        assert connection.execute("PRAGMA user_version").fetchone() == (4,)
         connection.execute("PRAGMA user_version = 99")
     with pytest.raises(RuntimeError, match="newer than this release"):
         await Database.open(path)
@@ -203,18 +253,80 @@ async def test_a_version_1_database_is_migrated(tmp_path: Path) -> None:
     await db.close()
 
 
-def test_reads_use_the_primary_key(tmp_path: Path) -> None:
-    """The read path is one range scan on the primary key, with no sort step."""
+@pytest.mark.parametrize(
+    ("table", "where"),
+    [
+        ("server_samples", "series_id = 1 AND tier = 60 AND ts >= 0"),
+        ("server_recent_0", "tier = 60 AND ts >= 0 AND series_id = 1"),
+        ("server_raw_0", "ts >= 0 AND series_id = 1"),
+    ],
+)
+def test_reads_use_the_primary_key(tmp_path: Path, table: str, where: str) -> None:
+    """Each table is read with one range scan on its primary key, with no sort step."""
     path = tmp_path / "metrics.db"
     from homepanel.store.schema import MIGRATIONS
 
     with sqlite3.connect(path) as connection:
         for script in MIGRATIONS:
             connection.executescript(script)
-        plan = connection.execute(
-            "EXPLAIN QUERY PLAN SELECT ts, cpu_percent FROM server_samples "
-            "WHERE series_id = 1 AND tier = 60 AND ts >= 0 ORDER BY ts"
-        ).fetchall()
+        sql = f"SELECT ts, cpu_percent FROM {table} WHERE {where} ORDER BY ts"  # noqa: S608
+        plan = connection.execute(f"EXPLAIN QUERY PLAN {sql}").fetchall()
     details = " ".join(row[-1] for row in plan)
-    assert "SEARCH server_samples USING PRIMARY KEY (series_id=? AND tier=? AND ts>?)" in details
+    assert f"SEARCH {table} USING PRIMARY KEY" in details
+    assert "ts>?" in details
     assert "TEMP B-TREE" not in details
+
+
+def as_api(kind: Kind, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Stored points as the API shows them: bytes whole, the rest to 2 places."""
+    whole = ("ram_used", "ram_total")
+    return [
+        {"timestamp": row["ts"]}
+        | {
+            column: None
+            if row[column] is None
+            else round(row[column], None if column in whole else 2)
+            for column in kind.columns
+        }
+        for row in rows
+    ]
+
+
+async def test_encoded_points_follow_the_store(tmp_path: Path) -> None:
+    """The JSON the routes send equals the store's points, rounded, whether it comes from a
+    cold start, from kept points plus new ones, or after the cache had to let series go."""
+    db, store = await open_store(tmp_path / "metrics.db")
+    warm, tiny = EncodedHistory(store), EncodedHistory(store, max_points=100)
+    for day in range(2):
+        await write_day(store, START + day * DAY)
+        await store.maintain(START + (day + 1) * DAY)
+    nas = await store.known("server", "nas")
+    assert nas is not None
+    for now in (START + 2 * DAY, START + 2 * DAY + 7200):
+        if now > START + 2 * DAY:  # two more hours, waiting for the flush
+            stamps = range(START + 2 * DAY, now, STEP)
+            await store.record_rows(
+                SERVER, [("nas", ts, {"cpu_percent": cpu(ts)}) for ts in stamps]
+            )
+            await store.maintain(now)
+        for period in PERIODS:
+            expected = as_api(SERVER, await history(store, SERVER, "nas", period, now))
+            for encoded in (warm, tiny, EncodedHistory(store)):
+                got = json.loads(await encoded.points(SERVER, nas, period, now))
+                assert got == expected, period
+    await db.close()
+
+
+async def test_encoded_device_states_respect_retention(tmp_path: Path) -> None:
+    db = await Database.open(tmp_path / "metrics.db")
+    store = MetricsStore(db, Retention(tiers={}, device_states=DAY))
+    for hour in range(48):
+        await store.record_device_states([("home/door", (START + hour * 3600) * 1000, hour)])
+    door = await store.known("device", "home/door")
+    assert door is not None
+    now = START + 48 * 3600
+    got = json.loads(await EncodedHistory(store).device_states(door, "1y", now))
+    assert [(p["timestamp"], p["state"]) for p in got] == [
+        (START + hour * 3600, hour) for hour in range(24, 48)
+    ]
+    await db.close()

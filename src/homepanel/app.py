@@ -178,6 +178,7 @@ async def _open(app: FastAPI, stack: AsyncExitStack) -> None:
         app.state.hubs.append(app.state.upstreams["mqtt"].hub)
 
     app.state.metrics = MetricsStore(db, _retention(settings))
+    stack.push_async_callback(app.state.metrics.flush)  # after the jobs stop, before db.close
     app.state.audit = AuditLog(db)
     # Pushed last, so stopped first: no job may outlive the clients and the database.
     stack.push_async_callback(_stop, _start_jobs(app, settings))

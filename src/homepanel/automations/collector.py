@@ -36,5 +36,5 @@ class AutomationCollector:
                     "errors_count": counter_delta(before[1], counts[1]),
                 }
         if samples:
-            await self._store.write_samples(AUTOMATION, int(tick), samples)
+            await self._store.record_samples(AUTOMATION, int(tick), samples)
         return True

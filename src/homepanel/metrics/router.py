@@ -1,25 +1,27 @@
 """`/api/metrics/...`: the history the collectors keep, per server, guest, automation, device.
 
 `period` picks the resolution: 1h raw samples, 6h and 24h one-minute averages, 7d five-minute,
-30d thirty-minute, 1y hourly. Points come oldest first, up to the last closed bucket.
+30d thirty-minute, 1y hourly. Points come oldest first, up to the last closed bucket. The
+points arrive as JSON already (points.py); the models only document the answers.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, FastAPI, Path, Request, Response
+from pydantic_core import to_json
 
 from homepanel.automations.schemas import NAME_PATTERN
 from homepanel.core.deps import API_DEPENDENCIES, SettingsDep
 from homepanel.core.errors import ErrorResponse, NotConfigured, NotFound
+from homepanel.metrics.points import EncodedHistory
 from homepanel.metrics.schemas import (
     AutomationMetrics,
     DeviceMetrics,
     Period,
     ServerMetrics,
     VmMetrics,
-    points,
 )
 from homepanel.store.metrics import AUTOMATION, PERIODS, SERVER, VM, Kind, MetricsStore
 
@@ -38,6 +40,7 @@ class History:
         if not settings.metrics_enabled:
             raise NotConfigured("Metrics history is off: METRICS_ENABLED=false")
         self.store: MetricsStore = request.app.state.metrics
+        self.encoded = _encoded_history(request.app)
         self.now = request.app.state.clock.time()
         self.settings = settings
 
@@ -47,56 +50,66 @@ class History:
             raise NotFound(f"No metrics recorded for {kind} {name!r}", error_code="NO_METRICS")
         return series_id
 
-    async def points(self, kind: Kind, name: str, period: str, raw_interval: int) -> dict:
+    async def answer(
+        self, kind: Kind, name: str, period: str, raw_interval: int, **fields: Any
+    ) -> Response:
         series_id = await self.series(kind.name, name)
-        tier, rows = await self.store.history(kind, series_id, period, self.now)
-        return {"period": period, "interval": tier or raw_interval, "data": points(rows)}
+        data = await self.encoded.points(kind, series_id, period, self.now)
+        interval = PERIODS[period][0] or raw_interval
+        return _json(fields | {"period": period, "interval": interval}, data)
+
+
+def _encoded_history(app: FastAPI) -> EncodedHistory:
+    """The app's one EncodedHistory (its cache lives as long as the app's store)."""
+    if getattr(app.state, "encoded_history", None) is None:
+        app.state.encoded_history = EncodedHistory(app.state.metrics)
+    return app.state.encoded_history
+
+
+def _json(fields: dict[str, Any], data: bytes) -> Response:
+    """`fields` plus the encoded `data` points, as the JSON body of a 200 answer."""
+    body = to_json(fields)[:-1] + b',"data":' + data + b"}"
+    return Response(body, media_type="application/json")
 
 
 HistoryDep = Annotated[History, Depends()]
 
 
-@router.get("/server/{server_id}")
-async def server_metrics(
-    history: HistoryDep, server_id: str, period: Period = "1h"
-) -> ServerMetrics:
+@router.get("/server/{server_id}", response_model=ServerMetrics)
+async def server_metrics(history: HistoryDep, server_id: str, period: Period = "1h") -> Response:
     interval = history.settings.metrics_interval_servers
-    body = await history.points(SERVER, server_id, period, interval)
-    return ServerMetrics(server_id=server_id, **body)
+    return await history.answer(SERVER, server_id, period, interval, server_id=server_id)
 
 
-@router.get("/vm/{server_id}/{vmid}")
+@router.get("/vm/{server_id}/{vmid}", response_model=VmMetrics)
 async def vm_metrics(
     history: HistoryDep,
     server_id: str,
     vmid: Annotated[int, Path(ge=100, le=999_999_999)],
     period: Period = "1h",
-) -> VmMetrics:
+) -> Response:
     interval = history.settings.metrics_interval_vms
-    body = await history.points(VM, f"{server_id}/{vmid}", period, interval)
-    return VmMetrics(server_id=server_id, vmid=vmid, **body)
+    name = f"{server_id}/{vmid}"
+    return await history.answer(VM, name, period, interval, server_id=server_id, vmid=vmid)
 
 
-@router.get("/automation/{name:path}")
+@router.get("/automation/{name:path}", response_model=AutomationMetrics)
 async def automation_metrics(
     history: HistoryDep,
     name: Annotated[str, Path(pattern=NAME_PATTERN)],
     period: Period = "1h",
-) -> AutomationMetrics:
+) -> Response:
     interval = history.settings.metrics_interval_automations
-    body = await history.points(AUTOMATION, name, period, interval)
-    return AutomationMetrics(automation_name=name, **body)
+    return await history.answer(AUTOMATION, name, period, interval, automation_name=name)
 
 
-@router.get("/device/{topic:path}")
+@router.get("/device/{topic:path}", response_model=DeviceMetrics)
 async def device_metrics(
     history: HistoryDep,
     topic: Annotated[str, Path(max_length=65535, pattern=r"^[^\x00-\x1f#+]+$")],
     period: Period = "1h",
-) -> DeviceMetrics:
+) -> Response:
     """The device's states, each stored when it changed (timestamps in ms precision)."""
     series_id = await history.series("device", topic)
-    since = history.now - PERIODS[period][1]
-    states = await history.store.device_states(series_id, since)
-    data = [{"timestamp": ts_ms / 1000, "state": state} for ts_ms, state in states]
-    return DeviceMetrics(topic=topic, period=period, data=data)
+    data = await history.encoded.device_states(series_id, period, history.now)
+    return _json({"topic": topic, "period": period}, data)

@@ -1,28 +1,39 @@
-"""The metrics API's shapes, as the spec has them (plus CPU min/max per bucket)."""
+"""The metrics API's shapes, as the spec has them (plus CPU min/max per bucket).
+
+The routes send their points as JSON built once per point (points.py), so the models here
+describe the answers (OpenAPI) rather than build them; `point` is the one place that decides
+how a stored row looks in the API.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, JsonValue
+from pydantic_core import to_json
 
 Period = Literal["1h", "6h", "24h", "7d", "30d", "1y"]
 _BYTES = ("ram_used", "ram_total")
 
 
-def _point(row: dict[str, Any]) -> dict[str, Any]:
-    """A stored row as an API point: bytes as whole numbers, the rest rounded to 2 places."""
-    point: dict[str, Any] = {"timestamp": row["ts"]}
-    for key, value in row.items():
-        if key == "ts":
-            continue
+def point(columns: Sequence[str], row: Sequence[Any]) -> bytes:
+    """A stored row (ts, *columns) as an API point: bytes as whole numbers, the rest rounded
+    to 2 places."""
+    fields: dict[str, Any] = {"timestamp": row[0]}
+    for name, value in zip(columns, row[1:], strict=True):
         if value is None:
-            point[key] = None
-        elif key in _BYTES:
-            point[key] = round(value)
+            fields[name] = None
+        elif name in _BYTES:
+            fields[name] = round(value)
         else:
-            point[key] = round(value, 2)
-    return point
+            fields[name] = round(value, 2)
+    return to_json(fields)
+
+
+def device_point(ts_ms: int, state: str) -> bytes:
+    """A stored device state (JSON text, spliced in as it is) as an API point."""
+    return b'{"timestamp":%b,"state":%b}' % (to_json(ts_ms / 1000), state.encode())
 
 
 class _Series(BaseModel):
@@ -83,7 +94,3 @@ class DeviceMetrics(BaseModel):
     topic: str
     period: Period
     data: list[DevicePoint]
-
-
-def points(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [_point(row) for row in rows]

@@ -20,7 +20,7 @@ from homepanel.streams.hub import StreamHub
 
 logger = logging.getLogger(__name__)
 
-FLUSH_EVERY = 1.0  # seconds: one write for all the changes of a second
+FLUSH_EVERY = 1.0  # seconds: the changes of a second go to the store together
 
 
 class DeviceTracker:
@@ -69,7 +69,7 @@ class DeviceTracker:
     async def flush(self) -> None:
         pending, self._pending = self._pending, []
         if pending:
-            await self._store.write_device_states(pending)
+            await self._store.record_device_states(pending)
 
     async def _flush_every_second(self) -> None:
         while True:

@@ -47,7 +47,7 @@ class ProxmoxCollector:
         found = await asyncio.gather(*(self._server(client) for client in self._clients))
         samples = {client.server.id: s for client, s in zip(self._clients, found, strict=True) if s}
         if samples:
-            await self._store.write_samples(SERVER, int(tick), samples)
+            await self._store.record_samples(SERVER, int(tick), samples)
         return len(samples) == len(self._clients)
 
     async def collect_guests(self, tick: float) -> bool:
@@ -60,7 +60,7 @@ class ProxmoxCollector:
             for name, sample in per_server.items()
         }
         if samples:
-            await self._store.write_samples(VM, int(tick), samples)
+            await self._store.record_samples(VM, int(tick), samples)
         return all(per_server is not None for per_server in found)
 
     async def _server(self, client: ProxmoxClient) -> Sample | None:

@@ -1,21 +1,32 @@
 """Metrics history: raw samples, continuous roll-ups into coarser tiers, retention, queries.
 
-Every kind of series (servers, guests, automations) is a `Kind`: its table and which columns are
-gauges (averaged, weighted by the raw samples they hold), counters per interval (summed) and the
-gauge whose minimum and maximum are kept, so a CPU spike survives averaging. The SQL for every
-kind is generated from that one description.
+Every kind of series (servers, guests, automations) is a `Kind`: its tables and which columns
+are gauges (averaged, weighted by the raw samples they hold), counters per interval (summed)
+and the gauge whose minimum and maximum are kept, so a CPU spike survives averaging.
 
-Roll-ups run every minute over closed buckets only, between a per-(kind, tier) watermark and
-the last closed bucket, in the same transaction that moves the watermark. Rerunning one (after
-a crash, say) recomputes the same rows from the same source rows, and after downtime the gap is
-caught up in one go. Retention deletes run in bounded batches.
+Writes are what wears an SSD, so they are few and small:
+- New samples, device states and roll-up rows wait in memory and are committed together, one
+  transaction per `flush_interval` (10 minutes by default). A crash loses at most that much
+  raw data; roll-up rows are recomputed from what was committed. Queries read both, so every
+  period has data up to the last closed bucket.
+- Roll-ups run every minute over closed buckets only, between a per-(kind, tier) watermark and
+  the last closed bucket, and the watermark is committed with the rows. Rerunning one (after a
+  crash, say) recomputes the same rows, and after downtime the gap is caught up in one go.
+- New rows go to tables keyed by time (schema migration 4): raw samples to a pair of tables
+  that take turns hourly, roll-up rows to a pair that takes turns daily. A flush thus touches a
+  few pages, and expiry empties a whole table, which frees its pages without writing them.
+  What a table still holds within retention when its turn comes moves to the kind's archive,
+  keyed by series for fast reads. Device states wait in `device_log` and move once a day.
+- Archive retention deletes run once a day, in bounded batches.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import aiosqlite
@@ -27,9 +38,16 @@ ROLLUPS = ((MINUTE, RAW), (FIVE_MIN, MINUTE), (THIRTY_MIN, FIVE_MIN), (HOUR, THI
 # A raw sample is stamped with its collection tick but may be written up to ~35 s later (three
 # tries with 1, 2, 4 s backoff and a 10 s timeout each): a bucket counts as closed only then.
 GRACE = 60
+# Seconds between commits. Each one costs a few dozen pages of WAL whatever it holds, so this
+# sets the disk writes per day (bench/README.md) against the raw data a crash may lose.
+FLUSH_INTERVAL = 600
+DAY = 86400
 DELETE_BATCH = 5000
 DELETE_BATCHES_PER_CYCLE = 20
 VACUUM_PAGES = 256
+# Free pages kept for reuse: each day's expiry frees about a day of roll-up rows, which the
+# next day's rows fill again. Returning them to the file system would only rewrite them.
+FREE_PAGES_KEPT = 4096
 
 # period -> (tier, seconds covered)
 PERIODS: Mapping[str, tuple[int, int]] = {
@@ -41,11 +59,15 @@ PERIODS: Mapping[str, tuple[int, int]] = {
     "1y": (HOUR, 365 * 86400),
 }
 
+Figures = tuple[float | None, ...]  # a row's figures, in `Kind.columns` order
+Point = tuple[Any, ...]  # (ts, *figures)
+Bucket = tuple[int, Figures]  # (n, figures): a roll-up row as stored
+
 
 @dataclass(frozen=True)
 class Kind:
     name: str
-    table: str
+    table: str  # the archive
     gauges: tuple[str, ...] = ()
     counters: tuple[str, ...] = ()  # per-interval deltas: summed by roll-ups
     spread: str | None = None  # the gauge whose min and max are kept as cpu_min / cpu_max
@@ -55,11 +77,39 @@ class Kind:
         extremes = ("cpu_min", "cpu_max") if self.spread else ()
         return (*self.gauges, *extremes, *self.counters)
 
-    def raw_values(self, values: Mapping[str, float | None]) -> list[float | None]:
-        row = dict(values)
-        if self.spread:
-            row["cpu_min"] = row["cpu_max"] = values.get(self.spread)
-        return [row.get(column) for column in self.columns]
+    @property
+    def figures(self) -> tuple[str, ...]:
+        """What a raw sample stores: its minimum and maximum are the value itself."""
+        return (*self.gauges, *self.counters)
+
+    @property
+    def raw_select(self) -> str:
+        """SQL reading a raw table's row as `columns`."""
+        return ", ".join(c if c in self.figures else str(self.spread) for c in self.columns)
+
+    def widen(self, figures: Figures) -> Figures:
+        """A raw sample's figures as `columns`."""
+        named = dict(zip(self.figures, figures, strict=True))
+        return tuple(named.get(c, named.get(str(self.spread))) for c in self.columns)
+
+    def combine(self, members: Sequence[Bucket]) -> Bucket:
+        """Roll rows up into one: gauges averaged weighted by their samples (nulls left out),
+        the extremes kept, counters summed."""
+        total = sum(n for n, _ in members)
+        out: list[float | None] = []
+        for index, column in enumerate(self.columns):
+            present = [(n, f[index]) for n, f in members if f[index] is not None]
+            if not present:
+                out.append(None)
+            elif column == "cpu_min":
+                out.append(min(value for _, value in present))
+            elif column == "cpu_max":
+                out.append(max(value for _, value in present))
+            elif column in self.counters:
+                out.append(sum(value for _, value in present))
+            else:
+                out.append(sum(n * v for n, v in present) / sum(n for n, _ in present))
+        return total, tuple(out)
 
 
 SERVER = Kind(
@@ -85,6 +135,7 @@ VM = Kind(
 )
 AUTOMATION = Kind("automation", "automation_samples", counters=("triggers_count", "errors_count"))
 KINDS = (SERVER, VM, AUTOMATION)
+_ALL_TIME = {"start": -(2**62), "end": 2**62}  # bounds no timestamp is outside of
 
 
 def counter_delta(previous: float | None, current: float | None) -> float | None:
@@ -103,190 +154,462 @@ class Retention:
     device_states: int
 
 
-class MetricsStore:
-    """The metrics tables of `db`: writes go through its writer task, reads through its reader."""
+@dataclass(frozen=True)
+class _Pair:
+    """Two tables keyed by time that take turns, a period each: rows of period p go to table
+    p % 2, which is emptied before the first rows of p arrive. What it still holds within
+    retention goes to the archive first, so a change of period or retention loses nothing."""
 
-    def __init__(self, db: Database, retention: Retention) -> None:
+    kind: Kind
+    raw: bool
+    period: int
+
+    @property
+    def names(self) -> tuple[str, str]:
+        role = "raw" if self.raw else "recent"
+        return f"{self.kind.name}_{role}_0", f"{self.kind.name}_{role}_1"
+
+    @property
+    def tiers(self) -> tuple[int, ...]:
+        return (RAW,) if self.raw else tuple(tier for tier, _ in ROLLUPS)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Its tables' columns, as `_insert` fills them."""
+        if self.raw:
+            return ("ts", "series_id", *self.kind.figures)
+        return ("tier", "ts", "series_id", "n", *self.kind.columns)
+
+    def table(self, ts: int) -> str:
+        return self.names[ts // self.period % 2]
+
+    def select(self, lead: Sequence[str], tier: int, condition: str) -> str:
+        """SQL reading both tables' `tier` rows as (*lead, *columns)."""
+        return " UNION ALL ".join(
+            self.select_from(name, lead, tier, condition) for name in self.names
+        )
+
+    def select_from(self, name: str, lead: Sequence[str], tier: int, condition: str) -> str:
+        """SQL reading one table's `tier` rows as (*lead, *columns); `lead` from series_id,
+        tier, ts and n."""
+        if self.raw:
+            lead = [{"n": "1", "tier": str(RAW)}.get(c, c) for c in lead]
+            columns, where = self.kind.raw_select, condition
+        else:
+            columns, where = ", ".join(self.kind.columns), f"tier = {tier} AND {condition}"
+        return f"SELECT {', '.join(lead)}, {columns} FROM {name} WHERE {where}"
+
+
+@dataclass
+class _Batch:
+    """What waits for the next commit: rows per (kind, tier) keyed by (series id, ts), raw
+    samples as their figures and roll-up rows as (n, figures); device states keyed by
+    (series id, ms) as JSON text."""
+
+    rows: dict[tuple[str, int], dict[tuple[int, int], Any]] = field(default_factory=dict)
+    devices: dict[tuple[int, int], str] = field(default_factory=dict)
+
+    def restore(self, older: _Batch) -> None:
+        """Take back a batch that failed to commit, where nothing newer replaced it."""
+        for key, rows in older.rows.items():
+            mine = self.rows.setdefault(key, {})
+            for row_key, row in rows.items():
+                mine.setdefault(row_key, row)
+        for device_key, state in older.devices.items():
+            self.devices.setdefault(device_key, state)
+
+
+class MetricsStore:
+    """The metrics tables of `db`: writes wait in memory and go through its writer task every
+    `flush_interval`; reads go through its reader and see what waits too."""
+
+    def __init__(
+        self, db: Database, retention: Retention, flush_interval: int = FLUSH_INTERVAL
+    ) -> None:
         self._db = db
         self._retention = retention
+        self._flush_interval = flush_interval
         self._series: dict[tuple[str, str], int] = {}
+        self._pending = _Batch()
+        self._flushing: _Batch | None = None  # being committed: still read from memory
+        self._watermarks: dict[tuple[str, int], int] | None = None
+        self._flushed_at: int | None = None  # the flush interval of the last flush
+        self._kept_day: int | None = None  # the day of the last daily housekeeping
+        self._periods: dict[_Pair, int] = {}  # each pair's latest period, as flushes saw it
+        self._lock = asyncio.Lock()  # one roll-up or flush at a time
+        raw_period = retention.tiers.get(RAW) or HOUR
+        self._recent_period = retention.tiers.get(MINUTE) or DAY
+        self._pairs = {
+            kind.name: (_Pair(kind, True, raw_period), _Pair(kind, False, self._recent_period))
+            for kind in KINDS
+        }
 
-    # --- writing -----------------------------------------------------------------------------
+    # --- recording ---------------------------------------------------------------------------
 
-    async def write_samples(
+    async def record_samples(
         self, kind: Kind, ts: int, samples: Mapping[str, Mapping[str, float | None]]
     ) -> None:
         """One raw sample per series name, all stamped `ts` (a collection cycle)."""
-        await self.write_rows(kind, [(name, ts, values) for name, values in samples.items()])
+        await self.record_rows(kind, [(name, ts, values) for name, values in samples.items()])
 
-    async def write_rows(
+    async def record_rows(
         self, kind: Kind, rows: Sequence[tuple[str, int, Mapping[str, float | None]]]
     ) -> None:
-        """Raw samples as (series name, ts, values), in one transaction.
+        """Raw samples as (series name, ts, values), committed with the next flush.
 
         A retried collection that lands on the same `ts` replaces the sample, never doubles it.
         """
-        columns = ("series_id", "tier", "ts", "n", *kind.columns)
-        updates = ", ".join(f"{c} = excluded.{c}" for c in ("n", *kind.columns))
-        sql = (
-            f"INSERT INTO {kind.table} ({', '.join(columns)}) "
-            f"VALUES ({', '.join('?' * len(columns))}) "
-            f"ON CONFLICT (series_id, tier, ts) DO UPDATE SET {updates}"
-        )
+        ids = await self._series_ids(kind.name, [name for name, _, _ in rows])
+        pending = self._pending.rows.setdefault((kind.name, RAW), {})
+        for name, ts, values in rows:
+            pending[ids[name], ts] = tuple(values.get(column) for column in kind.figures)
 
-        async def job(connection: aiosqlite.Connection) -> None:
-            ids = {name: await self._series_id(connection, kind.name, name) for name, _, _ in rows}
-            await connection.executemany(
-                sql, [(ids[name], RAW, ts, 1, *kind.raw_values(v)) for name, ts, v in rows]
-            )
-
-        await self._db.write(job)
-
-    async def write_device_states(self, states: Sequence[tuple[str, int, Any]]) -> None:
+    async def record_device_states(self, states: Sequence[tuple[str, int, Any]]) -> None:
         """(topic, ms timestamp, state) rows; the caller decides what counts as a change."""
+        ids = await self._series_ids("device", [topic for topic, _, _ in states])
+        for topic, ts_ms, state in states:
+            self._pending.devices[ids[topic], ts_ms] = json.dumps(state)
 
-        async def job(connection: aiosqlite.Connection) -> None:
-            rows = [
-                (await self._series_id(connection, "device", topic), ts_ms, json.dumps(state))
-                for topic, ts_ms, state in states
-            ]
-            await connection.executemany(
-                "INSERT OR REPLACE INTO device_states (series_id, ts_ms, state) VALUES (?, ?, ?)",
-                rows,
-            )
+    async def _series_ids(self, kind: str, names: Iterable[str]) -> dict[str, int]:
+        """Ids of series names; new ones are committed at once, so reads can find them."""
+        new = {name for name in names if (kind, name) not in self._series}
+        if new:
+            await self._db.write(partial(self._create_series, kind, sorted(new)))
+        return {name: self._series[kind, name] for name in names}
 
-        await self._db.write(job)
-
-    async def _series_id(self, connection: aiosqlite.Connection, kind: str, name: str) -> int:
-        key = (kind, name)
-        if key not in self._series:
-            await connection.execute(
-                "INSERT OR IGNORE INTO series (kind, name) VALUES (?, ?)", (kind, name)
-            )
+    async def _create_series(
+        self, kind: str, names: list[str], connection: aiosqlite.Connection
+    ) -> None:
+        await connection.executemany(
+            "INSERT OR IGNORE INTO series (kind, name) VALUES (?, ?)", [(kind, n) for n in names]
+        )
+        for name in names:
             async with connection.execute(
-                "SELECT id FROM series WHERE kind = ? AND name = ?", key
+                "SELECT id FROM series WHERE kind = ? AND name = ?", (kind, name)
             ) as cursor:
                 row = await cursor.fetchone()
             assert row is not None
-            self._series[key] = row[0]
-        return self._series[key]
+            self._series[kind, name] = row[0]
 
-    # --- roll-ups and retention ------------------------------------------------------------
+    # --- roll-ups and flushing ---------------------------------------------------------------
 
     async def maintain(self, now: float) -> None:
-        """One maintenance cycle, in one transaction (one commit, not one per step): roll up
-        closed buckets, then expire old rows, then give freed pages back to the file system."""
-        await self._db.write(lambda connection: self._maintain(connection, now))
+        """The minute's cycle: roll up the buckets closed since the last one, and once per
+        flush interval commit everything waiting (with the daily housekeeping once a day)."""
+        async with self._lock:
+            watermarks = await self._load_watermarks()
+            for kind in KINDS:
+                for tier, source in ROLLUPS:
+                    await self._rollup(watermarks, kind, tier, source, now)
+            if int(now) // self._flush_interval != self._flushed_at:
+                day = int(now) // self._recent_period
+                await self._flush(day if day != self._kept_day else None)
+                self._flushed_at = int(now) // self._flush_interval
 
-    async def _maintain(self, connection: aiosqlite.Connection, now: float) -> None:
-        for kind in KINDS:
-            for tier, source in ROLLUPS:
-                await _rollup(connection, kind, tier, source, now)
+    async def flush(self) -> None:
+        """Commit everything waiting now (at shutdown, say)."""
+        async with self._lock:
+            await self._flush(None)
+
+    async def _load_watermarks(self) -> dict[tuple[str, int], int]:
+        if self._watermarks is None:
+            rows = await self._db.fetchall("SELECT kind, tier, done_until FROM rollups")
+            self._watermarks = {(kind, tier): done for kind, tier, done in rows}
+        return self._watermarks
+
+    async def _rollup(
+        self,
+        watermarks: dict[tuple[str, int], int],
+        kind: Kind,
+        tier: int,
+        source: int,
+        now: float,
+    ) -> None:
+        """Fold the closed `source` buckets since the watermark into `tier` buckets."""
+        end = int(now - GRACE) // tier * tier
+        if source != RAW:  # only what the finer tier has completed
+            end = min(end, watermarks.get((kind.name, source), 0) // tier * tier)
+        start = watermarks.get((kind.name, tier))
+        if start is None:
+            first = await self._first(kind, source)
+            if first is None:
+                return
+            start = first // tier * tier
+        if start >= end:
+            return
+        buckets: dict[tuple[int, int], list[Bucket]] = {}
+        for (series_id, ts), row in (await self._source(kind, source, start, end)).items():
+            buckets.setdefault((series_id, ts // tier * tier), []).append(row)
+        if buckets:
+            pending = self._pending.rows.setdefault((kind.name, tier), {})
+            for key, members in buckets.items():
+                pending[key] = kind.combine(members)
+        watermarks[kind.name, tier] = end
+
+    async def _first(self, kind: Kind, tier: int) -> int | None:
+        """The oldest `tier` timestamp of `kind`, stored or waiting."""
+        sql = self._select(kind, tier, ("ts",), every_series=True)
+        stored = await self._db.fetchall(
+            f"SELECT MIN(ts) FROM ({sql})", _ALL_TIME | {"kind": kind.name}
+        )
+        waiting = [ts for _, ts in self._pending.rows.get((kind.name, tier), {})]
+        found = [ts for ts in (stored[0][0], *waiting) if ts is not None]
+        return min(found, default=None)
+
+    async def _source(
+        self, kind: Kind, tier: int, start: int, end: int
+    ) -> dict[tuple[int, int], Bucket]:
+        """Every series' `tier` rows in [start, end) as (n, figures), stored or waiting."""
+        sql = self._select(kind, tier, ("series_id", "ts", "n"), every_series=True)
+        parameters = {"kind": kind.name, "start": start, "end": end}
+        rows = {(r[0], r[1]): (r[2], r[3:]) for r in await self._db.fetchall(sql, parameters)}
+        for (series_id, ts), stored in self._pending.rows.get((kind.name, tier), {}).items():
+            if start <= ts < end:
+                rows[series_id, ts] = (1, kind.widen(stored)) if tier == RAW else stored
+        return rows
+
+    async def _flush(self, day: int | None) -> None:
+        """Commit what waits in one transaction; with `day`, also that day's housekeeping."""
+        batch, self._pending = self._pending, _Batch()
+        if not (any(batch.rows.values()) or batch.devices or day is not None):
+            return
+        watermarks = dict(self._watermarks or {})  # consistent with the rows: both under lock
+        for (kind_name, tier), rows in batch.rows.items():
+            if rows:
+                pair = self._pair(kind_name, tier)
+                newest = max(ts for _, ts in rows) // pair.period
+                self._periods[pair] = max(self._periods.get(pair, newest), newest)
+        self._flushing = batch
+        try:
+            await self._db.write(partial(self._commit, batch, watermarks, day))
+        except BaseException:
+            self._pending.restore(batch)
+            raise
+        finally:
+            self._flushing = None
+        if day is not None:
+            self._kept_day = day
+
+    async def _commit(
+        self,
+        batch: _Batch,
+        watermarks: dict[tuple[str, int], int],
+        day: int | None,
+        connection: aiosqlite.Connection,
+    ) -> None:
+        groups = [
+            (self._pair(k, tier), tier, rows) for (k, tier), rows in batch.rows.items() if rows
+        ]
+        for pair in {pair for pair, _, _ in groups}:
+            await self._rotate(connection, pair)
+        for pair, tier, rows in groups:
+            await self._insert(connection, pair, tier, rows)
+        await connection.executemany(
+            "INSERT OR REPLACE INTO device_log (series_id, ts_ms, state) VALUES (?, ?, ?)",
+            [(series_id, ts_ms, state) for (series_id, ts_ms), state in batch.devices.items()],
+        )
+        await connection.executemany(
+            "INSERT INTO rollups (kind, tier, done_until) VALUES (?, ?, ?) "
+            "ON CONFLICT (kind, tier) DO UPDATE SET done_until = excluded.done_until",
+            [(kind, tier, done) for (kind, tier), done in watermarks.items()],
+        )
+        if day is not None:
+            await self._housekeeping(connection, day * self._recent_period)
+        await _vacuum(connection)
+
+    async def _rotate(self, connection: aiosqlite.Connection, pair: _Pair) -> None:
+        """Keep the pair's tables to its two latest periods. A table that holds an older one
+        (and then nothing newer: rows of older periods never go in) has what is still within
+        retention archived, and is emptied whole, which frees its pages without writing them."""
+        period = self._periods[pair]
+        tiers = "" if pair.raw else f"tier IN ({', '.join(map(str, pair.tiers))}) AND "
+        lead = ("series_id", "tier", "ts", "n")
+        for current in (period, period - 1):
+            table = pair.table(current * pair.period)
+            async with connection.execute(
+                f"SELECT 1 FROM {table} WHERE {tiers}ts < ? LIMIT 1", (current * pair.period,)
+            ) as cursor:
+                if await cursor.fetchone() is None:
+                    continue
+            for tier in pair.tiers:
+                await connection.execute(
+                    f"INSERT OR REPLACE INTO {pair.kind.table} "
+                    f"({', '.join((*lead, *pair.kind.columns))}) "
+                    f"{pair.select_from(table, lead, tier, 'ts >= ?')} ORDER BY series_id, ts",
+                    (self._cutoff(tier, period * pair.period),),
+                )
+            await connection.execute(f"DELETE FROM {table}")
+
+    async def _insert(
+        self,
+        connection: aiosqlite.Connection,
+        pair: _Pair,
+        tier: int,
+        rows: Mapping[tuple[int, int], Any],
+    ) -> None:
+        """Rows of one tier into the pair's table for their period; rows of older periods
+        (late, or caught up after downtime) into the archive, if still within retention."""
+        kind, period = pair.kind, self._periods[pair]
+        cutoff = self._cutoff(tier, period * pair.period)
+        tables: dict[str, list[tuple[Any, ...]]] = {}
+        for (series_id, ts), stored in sorted(rows.items(), key=lambda item: item[0][1]):
+            n, figures = (1, stored) if pair.raw else stored
+            if ts >= (period - 1) * pair.period:
+                row = (ts, series_id, *figures) if pair.raw else (tier, ts, series_id, n, *figures)
+                tables.setdefault(pair.table(ts), []).append(row)
+            elif ts >= cutoff:
+                figures = kind.widen(figures) if pair.raw else figures
+                tables.setdefault(kind.table, []).append((tier, ts, series_id, n, *figures))
+        for table, table_rows in tables.items():
+            names = (
+                pair.columns
+                if table in pair.names
+                else ("tier", "ts", "series_id", "n", *kind.columns)
+            )
+            await connection.executemany(
+                f"INSERT OR REPLACE INTO {table} ({', '.join(names)}) "
+                f"VALUES ({', '.join('?' * len(names))})",
+                table_rows,
+            )
+
+    def _cutoff(self, tier: int, now: int) -> int:
+        """The oldest `tier` timestamp still within retention at `now`."""
+        keep = self._retention.tiers.get(tier)
+        return now - keep if keep is not None else _ALL_TIME["start"]
+
+    async def _housekeeping(self, connection: aiosqlite.Connection, day_start: int) -> None:
+        """Once a day: archive retention, and the device states of earlier days moved to
+        their archive."""
         for kind in KINDS:
             for tier, keep in self._retention.tiers.items():
                 sql = _expire_sql(kind.table, "(series_id, tier, ts)", "ts", "tier = ?")
-                await _expire(connection, sql, (kind.name, tier, int(now - keep)))
-        cutoff_ms = int((now - self._retention.device_states) * 1000)
+                await _expire(connection, sql, (kind.name, tier, day_start - keep))
+        await connection.execute(
+            "INSERT OR REPLACE INTO device_states (series_id, ts_ms, state) "
+            "SELECT series_id, ts_ms, state FROM device_log WHERE ts_ms < ? "
+            "ORDER BY series_id, ts_ms",
+            (day_start * 1000,),
+        )
+        await connection.execute("DELETE FROM device_log WHERE ts_ms < ?", (day_start * 1000,))
+        cutoff_ms = (day_start - self._retention.device_states) * 1000
         sql = _expire_sql("device_states", "(series_id, ts_ms)", "ts_ms", "1")
         await _expire(connection, sql, ("device", cutoff_ms))
-        await _vacuum(connection)
 
     # --- reading -----------------------------------------------------------------------------
 
+    @property
+    def retention(self) -> Retention:
+        return self._retention
+
     async def known(self, kind: str, name: str) -> int | None:
+        if (kind, name) in self._series:
+            return self._series[kind, name]
         rows = await self._db.fetchall(
             "SELECT id FROM series WHERE kind = ? AND name = ?", (kind, name)
         )
         return rows[0][0] if rows else None
 
-    async def history(
-        self, kind: Kind, series_id: int, period: str, now: float
-    ) -> tuple[int, list[dict[str, Any]]]:
-        """The tier `period` reads (see PERIODS) and its points in the period, oldest first."""
-        tier, seconds = PERIODS[period]
-        return tier, await self.samples(kind, series_id, tier, now - seconds)
-
-    async def samples(
-        self, kind: Kind, series_id: int, tier: int, since: float
-    ) -> list[dict[str, Any]]:
-        """The series' points of `tier` from `since` on, oldest first."""
-        names = ("ts", *kind.columns)
-        rows = await self._db.fetchall(
-            f"SELECT {', '.join(names)} FROM {kind.table} "
-            "WHERE series_id = ? AND tier = ? AND ts >= ? ORDER BY ts",
-            (series_id, tier, int(since)),
+    async def points(self, kind: Kind, series_id: int, tier: int, since: float) -> list[Point]:
+        """The series' points of `tier` from `since` on, oldest first, as (ts, *columns):
+        the committed ones and those waiting for the next flush."""
+        waiting = self._waiting(kind, series_id, tier, int(since))  # first: see _waiting
+        sql = self._select(kind, tier, ("ts",), every_series=False)
+        stored = await self._db.fetchall(
+            f"{sql} ORDER BY ts", {"series": series_id, "start": int(since)}
         )
-        return [dict(zip(names, row, strict=True)) for row in rows]
+        if not waiting:
+            return stored
+        if stored and min(waiting) <= stored[-1][0]:  # a retried sample replaced a stored one
+            stored = [row for row in stored if row[0] not in waiting]
+            return sorted([*stored, *waiting.values()])
+        return [*stored, *sorted(waiting.values())]
 
-    async def device_states(self, series_id: int, since: float) -> list[tuple[int, Any]]:
-        rows = await self._db.fetchall(
-            "SELECT ts_ms, state FROM device_states WHERE series_id = ? AND ts_ms >= ? "
-            "ORDER BY ts_ms",
-            (series_id, int(since * 1000)),
+    def _waiting(self, kind: Kind, series_id: int, tier: int, since: int) -> dict[int, Point]:
+        """The series' uncommitted points. Read before the database: a flush that commits in
+        between then shows a point twice (the caller keeps one), never not at all."""
+        found: dict[int, Point] = {}
+        for batch in (self._flushing, self._pending):
+            rows = batch.rows.get((kind.name, tier), {}) if batch else {}
+            for (row_series, ts), stored in rows.items():
+                if row_series == series_id and ts >= since:
+                    found[ts] = (ts, *(kind.widen(stored) if tier == RAW else stored[1]))
+        return found
+
+    async def device_states(self, series_id: int, since: float) -> list[tuple[int, str]]:
+        """The device's states from `since` on, oldest first, as (ms, state as JSON text)."""
+        since_ms = int(since * 1000)
+        waiting = {
+            ts_ms: (ts_ms, state)
+            for batch in (self._flushing, self._pending)
+            if batch
+            for (row_series, ts_ms), state in batch.devices.items()
+            if row_series == series_id and ts_ms >= since_ms
+        }
+        stored = await self._db.fetchall(
+            "SELECT ts_ms, state FROM device_states WHERE series_id = :series AND ts_ms >= :ms "
+            "UNION ALL SELECT ts_ms, state FROM device_log "
+            "WHERE ts_ms >= :ms AND series_id = :series ORDER BY ts_ms",
+            {"series": series_id, "ms": since_ms},
         )
-        return [(ts_ms, json.loads(state)) for ts_ms, state in rows]
+        return [*(row for row in stored if row[0] not in waiting), *sorted(waiting.values())]
 
     async def last_device_states(self) -> dict[str, Any]:
         """Each topic's newest stored state, to compare the next message with after a restart."""
-        rows = await self._db.fetchall(
-            "SELECT s.name, d.state FROM series s JOIN device_states d ON d.series_id = s.id "
-            "WHERE s.kind = 'device' AND d.ts_ms = "
-            "(SELECT MAX(ts_ms) FROM device_states WHERE series_id = s.id)"
-        )
-        return {name: json.loads(state) for name, state in rows}
+        newest: dict[str, tuple[int, str]] = {}
+        for sql in (
+            "SELECT s.name, d.ts_ms, d.state FROM series s JOIN device_states d "
+            "ON d.series_id = s.id WHERE s.kind = 'device' AND d.ts_ms = "
+            "(SELECT MAX(ts_ms) FROM device_states WHERE series_id = s.id)",
+            # SQLite takes the bare columns from the row with the maximum.
+            "SELECT s.name, MAX(d.ts_ms), d.state FROM device_log d "
+            "JOIN series s ON s.id = d.series_id GROUP BY d.series_id",
+        ):
+            for name, ts_ms, state in await self._db.fetchall(sql):
+                if ts_ms > newest.get(name, (-1, ""))[0]:
+                    newest[name] = (ts_ms, state)
+        return {name: json.loads(state) for name, (_, state) in newest.items()}
 
     async def row_counts(self) -> dict[str, int]:
-        """Rows per table, for operators and benchmarks."""
-        tables = [kind.table for kind in KINDS] + ["device_states", "series"]
+        """Stored rows per kind (archive and recent tables), of device states and of series."""
+        tables = {
+            kind.table: [
+                kind.table,
+                *(name for pair in self._pairs[kind.name] for name in pair.names),
+            ]
+            for kind in KINDS
+        }
+        tables |= {"device_states": ["device_states", "device_log"], "series": ["series"]}
         counts = {}
-        for table in tables:
-            counts[table] = (await self._db.fetchall(f"SELECT COUNT(*) FROM {table}"))[0][0]
+        for name, parts in tables.items():
+            counts[name] = 0
+            for table in parts:
+                counts[name] += (await self._db.fetchall(f"SELECT COUNT(*) FROM {table}"))[0][0]
         return counts
 
+    def table_for(self, kind: Kind, tier: int, ts: int) -> str:
+        """The table that takes a `tier` row stamped `ts` while it is recent (for benchmarks)."""
+        return self._pair(kind.name, tier).table(ts)
 
-def _rollup_sql(kind: Kind) -> str:
-    weighted = [f"SUM({g} * n) / SUM(CASE WHEN {g} IS NOT NULL THEN n END)" for g in kind.gauges]
-    extremes = ["MIN(cpu_min)", "MAX(cpu_max)"] if kind.spread else []
-    sums = [f"SUM({c})" for c in kind.counters]
-    columns = ("series_id", "tier", "ts", "n", *kind.columns)
-    updates = ", ".join(f"{c} = excluded.{c}" for c in ("n", *kind.columns))
-    return (
-        f"INSERT INTO {kind.table} ({', '.join(columns)}) "
-        f"SELECT series_id, :tier, (ts / :tier) * :tier AS bucket, SUM(n), "
-        f"{', '.join([*weighted, *extremes, *sums])} "
-        f"FROM {kind.table} "
-        "WHERE series_id IN (SELECT id FROM series WHERE kind = :kind) "
-        "AND tier = :source AND ts >= :start AND ts < :end "
-        "GROUP BY series_id, bucket "
-        f"ON CONFLICT (series_id, tier, ts) DO UPDATE SET {updates}"
-    )
+    def _pair(self, kind: str, tier: int) -> _Pair:
+        raw, recent = self._pairs[kind]
+        return raw if tier == RAW else recent
 
-
-async def _rollup(
-    connection: aiosqlite.Connection, kind: Kind, tier: int, source: int, now: float
-) -> None:
-    """Fold the closed `source` buckets since the watermark into `tier` buckets."""
-    end = int(now - GRACE) // tier * tier
-    if source != RAW:  # only what the finer tier has completed
-        end = min(end, (await _watermark(connection, kind, source) or 0) // tier * tier)
-    start = await _watermark(connection, kind, tier)
-    if start is None:
-        async with connection.execute(
-            f"SELECT MIN(ts) FROM {kind.table} WHERE tier = ?", (source,)
-        ) as cursor:
-            first = (await cursor.fetchone() or (None,))[0]
-        if first is None:
-            return
-        start = first // tier * tier
-    if start >= end:
-        return
-    parameters = {"tier": tier, "source": source, "kind": kind.name, "start": start, "end": end}
-    await connection.execute(_rollup_sql(kind), parameters)
-    await connection.execute(
-        "INSERT INTO rollups (kind, tier, done_until) VALUES (?, ?, ?) "
-        "ON CONFLICT (kind, tier) DO UPDATE SET done_until = excluded.done_until",
-        (kind.name, tier, end),
-    )
+    def _select(self, kind: Kind, tier: int, lead: Sequence[str], every_series: bool) -> str:
+        """SQL reading `kind`'s `tier` rows as (*lead, *columns) from the archive and the pair
+        of tables that takes that tier: of every series of :kind in [:start, :end), or of
+        :series from :start on."""
+        if every_series:
+            series = "series_id IN (SELECT id FROM series WHERE kind = :kind)"
+            condition = "ts >= :start AND ts < :end"
+            recent = self._pair(kind.name, tier).select(lead, tier, condition)
+        else:
+            series, condition = "series_id = :series", "ts >= :start"
+            recent = self._pair(kind.name, tier).select(lead, tier, f"{condition} AND {series}")
+        archive = (
+            f"SELECT {', '.join(lead)}, {', '.join(kind.columns)} FROM {kind.table} "
+            f"WHERE {series} AND tier = {tier} AND {condition}"
+        )
+        return f"{archive} UNION ALL {recent}"
 
 
 def _expire_sql(table: str, key: str, column: str, condition: str) -> str:
@@ -306,15 +629,12 @@ async def _expire(connection: aiosqlite.Connection, sql: str, parameters: tuple[
             return
 
 
-async def _watermark(connection: aiosqlite.Connection, kind: Kind, tier: int) -> int | None:
-    async with connection.execute(
-        "SELECT done_until FROM rollups WHERE kind = ? AND tier = ?", (kind.name, tier)
-    ) as cursor:
-        row = await cursor.fetchone()
-    return row[0] if row else None
-
-
 async def _vacuum(connection: aiosqlite.Connection) -> None:
-    # The pragma frees one page per result row: it only works if the rows are stepped through.
-    async with connection.execute(f"PRAGMA incremental_vacuum({VACUUM_PAGES})") as cursor:
-        await cursor.fetchall()
+    """Give free pages beyond FREE_PAGES_KEPT back to the file system, a few at a time."""
+    async with connection.execute("PRAGMA freelist_count") as cursor:
+        row = await cursor.fetchone()
+    excess = min((row[0] if row else 0) - FREE_PAGES_KEPT, VACUUM_PAGES)
+    if excess > 0:
+        # The pragma frees one page per result row: it only works if the rows are stepped through.
+        async with connection.execute(f"PRAGMA incremental_vacuum({excess})") as cursor:
+            await cursor.fetchall()

@@ -1,11 +1,14 @@
 """The database schema, as migrations. Append only: migration N takes user_version N to N+1.
 
-Metrics in five lines:
+Metrics in a few lines (migration 4 explains why the recent rows live apart):
 - `series` names every time series once: (kind, name) -> a small integer id.
-- One table per kind of series (server, vm, automation), a column per figure.
-- Primary key (series_id, tier, ts): a period query is one range scan, no sort.
+- Per kind of series (server, vm, automation), a column per figure, in three homes:
+  - `<kind>_samples`, keyed (series_id, tier, ts): the archive; one range scan per query.
+  - `<kind>_recent_0/_1`, keyed (tier, ts, series_id): the roll-up rows of the last day or two.
+  - `<kind>_raw_0/_1`, keyed (ts, series_id): raw samples of the last hour or two.
 - `tier` is the bucket length: 0 raw, then 60, 300, 1800, 3600 s; `n` counts raw samples.
-- `device_states` keeps each topic's state when it changed, keyed by millisecond.
+- `device_states` keeps each topic's state when it changed, keyed by millisecond; the newest
+  ones wait in `device_log`, keyed by time, until they are moved over once a day.
 """
 
 from __future__ import annotations
@@ -16,6 +19,37 @@ _SAMPLE_KEY = """
     ts INTEGER NOT NULL,
     n INTEGER NOT NULL,
 """
+
+_SERVER = """cpu_percent REAL, ram_used REAL, ram_total REAL, ram_percent REAL,
+    disk_read REAL, disk_write REAL, net_rx REAL, net_tx REAL"""
+_VM = """cpu_percent REAL, ram_used REAL, ram_total REAL,
+    disk_read REAL, disk_write REAL, net_rx REAL, net_tx REAL"""
+_AUTOMATION = "triggers_count REAL, errors_count REAL"
+
+
+def _time_ordered(kind: str, figures: str, extremes: str) -> str:
+    """Migration 4's tables of one kind: raw samples and recent roll-ups, two tables each."""
+    return "".join(
+        f"""
+    CREATE TABLE {kind}_raw_{half} (
+        ts INTEGER NOT NULL,
+        series_id INTEGER NOT NULL REFERENCES series (id),
+        {figures},
+        PRIMARY KEY (ts, series_id)
+    ) STRICT, WITHOUT ROWID;
+    CREATE TABLE {kind}_recent_{half} (
+        tier INTEGER NOT NULL,
+        ts INTEGER NOT NULL,
+        series_id INTEGER NOT NULL REFERENCES series (id),
+        n INTEGER NOT NULL,
+        {figures}{extremes},
+        PRIMARY KEY (tier, ts, series_id)
+    ) STRICT, WITHOUT ROWID;"""
+        for half in (0, 1)
+    )
+
+
+_EXTREMES = ", cpu_min REAL, cpu_max REAL"
 
 MIGRATIONS: list[str] = [
     """
@@ -70,5 +104,22 @@ MIGRATIONS: list[str] = [
         outcome TEXT NOT NULL
     ) STRICT;
     CREATE INDEX audit_log_ts ON audit_log (ts);
+    """,
+    # 4: SSD wear. A commit writes every page it touched to the WAL, and the checkpoint writes
+    # it again. Keyed by series, each commit touched a page per series (and per tier), and
+    # deleting expired rows rewrote every page they were on. New rows now land in tables keyed
+    # by time, so a commit's rows share a few pages; those tables come in pairs that take turns
+    # by period, so expiry empties a whole table at once, which frees its pages unwritten.
+    # Existing rows stay where they are: every read also reads the archive.
+    _time_ordered("server", _SERVER, _EXTREMES)
+    + _time_ordered("vm", _VM, _EXTREMES)
+    + _time_ordered("automation", _AUTOMATION, "")
+    + """
+    CREATE TABLE device_log (
+        ts_ms INTEGER NOT NULL,
+        series_id INTEGER NOT NULL REFERENCES series (id),
+        state TEXT NOT NULL,
+        PRIMARY KEY (ts_ms, series_id)
+    ) STRICT, WITHOUT ROWID;
     """,
 ]
