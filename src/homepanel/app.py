@@ -37,6 +37,7 @@ from homepanel.core.schedule import SYSTEM_CLOCK, Clock, every
 from homepanel.frigate.client import FrigateClient
 from homepanel.frigate.router import router as frigate_router
 from homepanel.health.router import router as health_router
+from homepanel.metrics.points import EncodedHistory
 from homepanel.metrics.router import router as metrics_router
 from homepanel.mqtt.client import MqttClient
 from homepanel.mqtt.router import router as mqtt_router
@@ -178,6 +179,7 @@ async def _open(app: FastAPI, stack: AsyncExitStack) -> None:
         app.state.hubs.append(app.state.upstreams["mqtt"].hub)
 
     app.state.metrics = MetricsStore(db, _retention(settings))
+    app.state.encoded_history = EncodedHistory(app.state.metrics)  # the routes' JSON cache
     stack.push_async_callback(app.state.metrics.flush)  # after the jobs stop, before db.close
     app.state.audit = AuditLog(db)
     # Pushed last, so stopped first: no job may outlive the clients and the database.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Path, Request, Response
+from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic_core import to_json
 
 from homepanel.automations.schemas import NAME_PATTERN
@@ -40,7 +40,7 @@ class History:
         if not settings.metrics_enabled:
             raise NotConfigured("Metrics history is off: METRICS_ENABLED=false")
         self.store: MetricsStore = request.app.state.metrics
-        self.encoded = _encoded_history(request.app)
+        self.encoded: EncodedHistory = request.app.state.encoded_history
         self.now = request.app.state.clock.time()
         self.settings = settings
 
@@ -57,13 +57,6 @@ class History:
         data = await self.encoded.points(kind, series_id, period, self.now)
         interval = PERIODS[period][0] or raw_interval
         return _json(fields | {"period": period, "interval": interval}, data)
-
-
-def _encoded_history(app: FastAPI) -> EncodedHistory:
-    """The app's one EncodedHistory (its cache lives as long as the app's store)."""
-    if getattr(app.state, "encoded_history", None) is None:
-        app.state.encoded_history = EncodedHistory(app.state.metrics)
-    return app.state.encoded_history
 
 
 def _json(fields: dict[str, Any], data: bytes) -> Response:
