@@ -263,3 +263,15 @@ def test_shutdown_commits_what_waits(custom_app: Callable[..., AppServer], lab: 
 
 def test_metrics_off(api: httpx2.Client) -> None:
     assert_error(api.get("/api/metrics/server/nas"), 503, "NOT_CONFIGURED")
+
+
+def test_metrics_routes_answer_503_when_history_is_off(api: httpx2.Client) -> None:
+    """The shared app runs with METRICS_ENABLED=false: every history route says so."""
+    for path in (
+        "/api/metrics/server/nas",
+        "/api/metrics/vm/nas/101",
+        "/api/metrics/automation/monitor",
+        "/api/metrics/device/home/door",
+    ):
+        body = assert_error(api.get(path), 503, "NOT_CONFIGURED")
+        assert "METRICS_ENABLED" in body["detail"]

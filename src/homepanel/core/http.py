@@ -210,8 +210,9 @@ class UpstreamClient:
         self._on_call = on_call  # told each call's duration and failure, for health and metrics
         self.credentials = credentials  # the variables to fix when the upstream refuses us
         self._base_url = base_url.rstrip("/")
+        tls = tls_verify(verify)  # one context (a pinned CA read once) for both pools
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(ssl=tls_verify(verify)),
+            connector=aiohttp.TCPConnector(ssl=tls),
             timeout=aiohttp.ClientTimeout(total=timeout, connect=min(timeout, 5.0)),
             # Uncompressed: on a home LAN, gzip costs both ends more CPU than it saves in time.
             headers={**(headers or {}), **_authorization(auth), **IDENTITY},
@@ -223,7 +224,7 @@ class UpstreamClient:
             base_url=base_url,
             headers={**(headers or {}), **IDENTITY},  # relayed bytes are the event bytes
             auth=auth,
-            verify=tls_verify(verify),
+            verify=tls,
             follow_redirects=False,
             timeout=httpx2.Timeout(None, connect=5.0),
         )

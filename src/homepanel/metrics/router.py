@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic_core import to_json
 
 from homepanel.automations.schemas import NAME_PATTERN
+from homepanel.core.config import Settings
 from homepanel.core.deps import API_DEPENDENCIES, SettingsDep
 from homepanel.core.errors import ErrorResponse, NotConfigured, NotFound
 from homepanel.metrics.points import EncodedHistory
@@ -36,9 +37,7 @@ router = APIRouter(
 class History:
     """What every metrics route needs: the store, the clock, and the series lookup."""
 
-    def __init__(self, request: Request, settings: SettingsDep) -> None:
-        if not settings.metrics_enabled:
-            raise NotConfigured("Metrics history is off: METRICS_ENABLED=false")
+    def __init__(self, request: Request, settings: Settings) -> None:
         self.store: MetricsStore = request.app.state.metrics
         self.encoded: EncodedHistory = request.app.state.encoded_history
         self.now = request.app.state.clock.time()
@@ -65,7 +64,15 @@ def _json(fields: dict[str, Any], data: bytes) -> Response:
     return Response(body, media_type="application/json")
 
 
-HistoryDep = Annotated[History, Depends()]
+async def get_history(request: Request, settings: SettingsDep) -> History:
+    """A function, not `Depends(History)`: FastAPI runs a class's `__init__` in a worker
+    thread, a hop on every request."""
+    if not settings.metrics_enabled:
+        raise NotConfigured("Metrics history is off: METRICS_ENABLED=false")
+    return History(request, settings)
+
+
+HistoryDep = Annotated[History, Depends(get_history)]
 
 
 @router.get("/server/{server_id}", response_model=ServerMetrics)
