@@ -4,6 +4,9 @@ uvicorn waits for open connections to finish before it runs the app's lifespan s
 an event stream never finishes by itself: without this the hubs' browsers would hold every
 shutdown up until `timeout_graceful_shutdown` and then be cut off. (Relay streams end on
 their own: sse-starlette watches for the shutdown.)
+
+When it has stopped, the log lines still queued for the logging thread are written: uvicorn
+then re-raises the SIGTERM or SIGINT it caught, which ends the process before exit hooks run.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+
+from homepanel.core.logging import end_log_thread
 
 
 class Server(uvicorn.Server):
@@ -24,6 +29,12 @@ class Server(uvicorn.Server):
         for hub in self.app.state.hubs:
             await hub.close()
         await super().shutdown(sockets)
+
+    async def _serve(self, sockets: list[socket.socket] | None = None) -> None:
+        try:
+            await super()._serve(sockets)
+        finally:
+            end_log_thread()
 
 
 def config(app: FastAPI, **options: Any) -> uvicorn.Config:
