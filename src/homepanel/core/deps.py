@@ -25,9 +25,10 @@ async def get_client_ip(request: Request) -> str:
     return client_ip(request, request.app.state.trusted_networks)
 
 
-async def rate_limit_api(request: Request, ip: Annotated[str, Depends(get_client_ip)]) -> None:
+async def rate_limit_api(request: Request) -> None:
     """`RATE_LIMIT_API` per client IP. An event stream is one request, counted once."""
     limiter: RateLimiter = request.app.state.rate_limiter
+    ip = await get_client_ip(request)
     await limiter.hit(request.app.state.settings.rate_limit_api, "api", ip)
 
 
@@ -35,10 +36,11 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 ClientIp = Annotated[str, Depends(get_client_ip)]
 
 
-async def api_access(request: Request, ip: ClientIp) -> Session:
+async def api_access(request: Request) -> Session:
     """The rate limit first (it also slows unauthenticated floods), then the login. One
-    dependency, not two: each costs FastAPI some tens of microseconds per request."""
-    await rate_limit_api(request, ip)
+    dependency with no sub-dependencies: each costs FastAPI some tens of microseconds per
+    request."""
+    await rate_limit_api(request)
     return await require_session(request)
 
 
