@@ -28,6 +28,7 @@ from homepanel.store.metrics import (
     DAY,
     FIVE_MIN,
     HOUR,
+    KEPT_TIERS,
     MINUTE,
     SERVER,
     THIRTY_MIN,
@@ -119,7 +120,7 @@ async def _rolled(
     rng: random.Random,
 ) -> None:
     """A tier's rows over its window: yesterday's and today's in the recent tables, older
-    ones in the archive, as the store keeps them."""
+    ones in the archive, as the store keeps them (archived hourly rows with their JSON)."""
     columns = ("series_id", "tier", "ts", "n", *kind.columns)
     ids = {row[1]: row[0] for row in await db.fetchall("SELECT id, name FROM series")}
     tables: dict[str, list[tuple]] = {}
@@ -140,6 +141,11 @@ async def _rolled(
                 f"INSERT INTO {table} ({', '.join(columns)}) "  # noqa: S608 - constants only
                 f"VALUES ({', '.join('?' * len(columns))})",
                 rows,
+            )
+        if tier in KEPT_TIERS:
+            await connection.execute(
+                f"UPDATE {kind.table} SET point = {kind.look(raw=False)}, "  # noqa: S608
+                f"point_look = {kind.look_id} WHERE tier = {tier}"
             )
 
     await db.write(job)

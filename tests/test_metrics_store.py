@@ -9,17 +9,20 @@ as after downtime.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import math
 import sqlite3
 from collections import Counter
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from homepanel.metrics.points import EncodedHistory
+from homepanel.store import db as db_module
 from homepanel.store.db import Database
 from homepanel.store.metrics import (
     AUTOMATION,
@@ -232,10 +235,32 @@ async def test_schema_is_versioned(tmp_path: Path) -> None:
     db = await Database.open(path)
     await db.close()
     with sqlite3.connect(path) as connection:
-        assert connection.execute("PRAGMA user_version").fetchone() == (4,)
+        assert connection.execute("PRAGMA user_version").fetchone() == (5,)
         connection.execute("PRAGMA user_version = 99")
     with pytest.raises(RuntimeError, match="newer than this release"):
         await Database.open(path)
+
+
+async def test_the_wal_is_checkpointed_beside_the_writer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite's own checkpoint is off (it ran inside a commit); once the WAL holds
+    CHECKPOINT_PAGES, a connection of its own copies it into the file, and the next commit
+    starts the WAL over, cut back."""
+    monkeypatch.setattr(db_module, "CHECKPOINT_PAGES", 100)
+    db = await Database.open(tmp_path / "metrics.db")
+    wal = tmp_path / "metrics.db-wal"
+    await db.execute("CREATE TABLE t (x BLOB)")
+    await db.execute("INSERT INTO t VALUES (zeroblob(1000000))")  # some 250 pages
+    assert wal.stat().st_size > 200 * 4096
+    for _ in range(100):
+        await db.execute("INSERT INTO t VALUES (1)")
+        if wal.stat().st_size < 100 * 4096:
+            break
+        await asyncio.sleep(0.02)
+    assert wal.stat().st_size < 100 * 4096
+    assert await db.fetchall("SELECT MAX(length(x)) FROM t") == [(1000000,)]  # in the file now
+    await db.close()
 
 
 async def test_a_version_1_database_is_migrated(tmp_path: Path) -> None:
@@ -277,19 +302,67 @@ def test_reads_use_the_primary_key(tmp_path: Path, table: str, where: str) -> No
     assert "TEMP B-TREE" not in details
 
 
+def api_figure(column: str, value: float | None) -> float | None:
+    """A figure as the API shows it: bytes whole, the rest to 2 places (of the figure times
+    100, a double), halves away from zero."""
+    if value is None:
+        return None
+    if column in ("ram_used", "ram_total"):
+        return int(Decimal(value).quantize(Decimal(1), ROUND_HALF_UP))
+    return int(Decimal(value * 100).quantize(Decimal(1), ROUND_HALF_UP)) / 100
+
+
 def as_api(kind: Kind, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Stored points as the API shows them: bytes whole, the rest to 2 places."""
-    whole = ("ram_used", "ram_total")
+    """Stored points as the API shows them."""
     return [
         {"timestamp": row["ts"]}
-        | {
-            column: None
-            if row[column] is None
-            else round(row[column], None if column in whole else 2)
-            for column in kind.columns
-        }
+        | {column: api_figure(column, row[column]) for column in kind.columns}
         for row in rows
     ]
+
+
+async def texts(store: MetricsStore, tier: int, since: int) -> list[dict[str, Any]]:
+    nas = await store.known("server", "nas")
+    assert nas is not None
+    return [json.loads(text) for _, text in await store.point_texts(SERVER, nas, tier, since)]
+
+
+async def test_a_point_looks_the_same_waiting_stored_and_archived(tmp_path: Path) -> None:
+    """Every way a point reaches the API builds the same JSON: waiting in memory, stored, and
+    archived with its JSON kept, on halves, negatives, whole bytes, nulls and large figures.
+    The kept JSON is what is sent, unless another look made it."""
+    db = await Database.open(tmp_path / "metrics.db")
+    retention = Retention(tiers={**RETENTION.tiers, RAW: DAY}, device_states=DAY)
+    store = MetricsStore(db, retention)  # raw samples kept a day: in the table of the day
+    figures = [0.015, 0.125, 2.675, 1.005, -0.015, -2.5, 2.5, 99.995, 7, 0.0, None, 1e12 + 0.125]
+    samples = [
+        {"cpu_percent": value, "ram_used": value, "ram_total": 66571993088, "net_rx": value}
+        for value in figures
+    ]
+    rows = [("nas", START + hour * 3600, sample) for hour, sample in enumerate(samples)]
+    expected = [
+        {"timestamp": ts}
+        | {column: api_figure(column, sample.get(column)) for column in SERVER.figures}
+        | {"cpu_min": api_figure("cpu_min", sample["cpu_percent"])}
+        | {"cpu_max": api_figure("cpu_max", sample["cpu_percent"])}
+        for _, ts, sample in rows
+    ]
+    await store.record_rows(SERVER, rows)
+    assert await texts(store, RAW, START) == expected  # waiting
+    await store.flush()
+    assert await texts(store, RAW, START) == expected  # stored
+    await store.maintain(START + 3 * DAY)  # hourly rows, then their day archived
+    with sqlite3.connect(db.path) as connection:
+        kept = connection.execute("SELECT COUNT(*) FROM server_samples WHERE point IS NOT NULL")
+        assert kept.fetchone() == (len(rows),)
+    assert await texts(store, HOUR, START) == expected  # archived, JSON kept
+
+    garbled = b'{"timestamp": 0}'
+    await db.execute("UPDATE server_samples SET point = ? WHERE ts = ?", (garbled, START))
+    assert (await texts(store, HOUR, START))[0] == {"timestamp": 0}  # the kept JSON is sent
+    await db.execute("UPDATE server_samples SET point_look = 1 WHERE ts = ?", (START,))
+    assert await texts(store, HOUR, START) == expected  # made by another look: built anew
+    await db.close()
 
 
 async def test_encoded_points_follow_the_store(tmp_path: Path) -> None:
@@ -330,3 +403,77 @@ async def test_encoded_device_states_respect_retention(tmp_path: Path) -> None:
         (START + hour * 3600, hour) for hour in range(24, 48)
     ]
     await db.close()
+
+
+SHORT = Retention(tiers={**RETENTION.tiers, FIVE_MIN: 2 * DAY}, device_states=2 * DAY)
+
+
+def housekeeping_done(path: Path, day_start: int) -> dict[str, bool]:
+    """Which steps of the day's housekeeping the file shows done: each kind's recent rows of
+    the day before yesterday archived, its archive within retention, device states moved."""
+    left = {"device states": ("SELECT 1 FROM device_log WHERE ts_ms < ?", day_start * 1000)}
+    for kind in (SERVER, AUTOMATION):
+        table = f"{kind.name}_recent_{day_start // DAY % 2}"
+        recent = f"SELECT 1 FROM {table} WHERE ts < ?"  # noqa: S608
+        expired = f"SELECT 1 FROM {kind.table} WHERE tier = {FIVE_MIN} AND ts < ?"  # noqa: S608
+        left[f"{kind.name} archived"] = (recent, day_start)
+        left[f"{kind.name} expired"] = (expired, day_start - SHORT.tiers[FIVE_MIN])
+    with sqlite3.connect(path) as connection:
+        return {
+            step: connection.execute(f"SELECT NOT EXISTS ({sql})", (bound,)).fetchone()[0] == 1
+            for step, (sql, bound) in left.items()
+        }
+
+
+async def test_daily_housekeeping_is_spread_over_cycles(tmp_path: Path) -> None:
+    """Around midnight each minute's cycle does at most one step of the day's housekeeping,
+    every step is done within minutes, each period reads every point exactly once at every
+    cycle, and a new process that does the steps again changes nothing."""
+    path = tmp_path / "metrics.db"
+    db = await Database.open(path)
+    store = MetricsStore(db, SHORT)
+    for day in range(3):
+        await write_day(store, START + day * DAY)
+    midnight = START + 3 * DAY
+    for now in range(midnight - 900, midnight, 60):  # the day before: its steps done by now
+        await store.maintain(now)
+    before = housekeeping_done(path, midnight)
+    assert not any(before.values())  # every step of the day has work to do
+    steps: list[set[str]] = []
+    for now in range(midnight, midnight + 900, 60):
+        await store.maintain(now)
+        done = housekeeping_done(path, midnight)
+        steps.append({step for step, ok in done.items() if ok and not before[step]})
+        before = done
+        await assert_every_point_once(store, now)
+    assert all(before.values()), before
+    assert all(len(step) <= 1 for step in steps), steps
+    assert sum(map(len, steps)) == len(before)  # each step in a cycle of its own
+
+    now = midnight + 900
+    answers = {period: await history(store, SERVER, "nas", period, now) for period in PERIODS}
+    counts = rows_per_tier(path, SERVER)
+    await db.close()
+    db = await Database.open(path)
+    again = MetricsStore(db, SHORT)  # as after a crash: today's steps are done again
+    for cycle in range(10):
+        await again.maintain(now + cycle * 60)
+    assert rows_per_tier(path, SERVER) == counts
+    for period, answer in answers.items():
+        assert await history(again, SERVER, "nas", period, now) == answer, period
+    await db.close()
+
+
+async def assert_every_point_once(store: MetricsStore, now: int) -> None:
+    """Each period's points are evenly spaced (none missing, none twice), every bucket's sum
+    exact, and the device's states each shown once."""
+    for period, (tier, seconds) in PERIODS.items():
+        points = await history(store, AUTOMATION, "main/a", period, now)
+        stamps = [point["ts"] for point in points]
+        assert all(b - a == (tier or STEP) for a, b in itertools.pairwise(stamps)), (now, period)
+        assert stamps[0] >= now - seconds, (now, period)
+        assert {p["triggers_count"] for p in points} == {1 if tier == RAW else tier // STEP}
+    door = await store.known("device", "home/door")
+    assert door is not None
+    stamps = [ts_ms for ts_ms, _ in await store.device_states(door, 0)]
+    assert stamps == sorted(set(stamps)), now

@@ -1,32 +1,34 @@
 """The metrics API's points as JSON, each encoded once.
 
 A year of hourly points is 8,760 rows of up to ten figures. Turning them into Python objects,
-rounding them and writing JSON takes tens of milliseconds per request on a small machine, far
-longer than SQLite takes to find them. But a closed bucket never changes (nor does a stored
-device state), so each point is encoded once and its JSON kept with its series: a request then
-encodes only the points that are new since the last one and joins the rest. Raw samples are
+rounding them and writing JSON took 40 to 130 ms per request on a small machine, far longer
+than SQLite takes to find them. So the store gives each point as its JSON (`Kind.look`, built
+by SQLite or kept with an archived hourly row), and since a closed bucket never changes (nor
+does a stored device state), that JSON is kept with its series: a request then fetches only
+the points that are new since the last one and joins the rest. Raw samples are
 kept once GRACE old, when a retried collection can no longer replace them (the rule that closes
-buckets); the newer ones are encoded per request. A series keeps the points of its longest
+buckets); the newer ones are fetched per request. A series keeps the points of its longest
 period, or of its retention if shorter. Up to MAX_POINTS are kept in all, the series read least
 recently dropped first.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from operator import itemgetter
 
-from homepanel.metrics.schemas import device_point, point
+from homepanel.metrics.schemas import device_points
 from homepanel.store.metrics import GRACE, PERIODS, RAW, Kind, MetricsStore
 
 MAX_POINTS = 60_000  # about 15 MB of JSON: seven series' full year, or forty series' 24 h
 _WINDOW = {tier: max(s for t, s in PERIODS.values() if t == tier) for tier, _ in PERIODS.values()}
 _DEVICE_WINDOW = max(seconds for _, seconds in PERIODS.values())
 
-Fetch = Callable[[float], Awaitable[Sequence[Sequence[Any]]]]  # rows stamped from a time on
+Fetch = Callable[[float], Awaitable[Sequence[tuple[int, bytes]]]]  # (stamp, JSON) from a time on
+_STAMP = itemgetter(0)
 
 
 @dataclass
@@ -50,19 +52,19 @@ class EncodedHistory:
         """The series' points of `period` (the tier PERIODS gives it), oldest first."""
         tier, seconds = PERIODS[period]
 
-        def fetch(since: float) -> Awaitable[Sequence[Sequence[Any]]]:
-            return self._store.points(kind, series_id, tier, since)
+        def fetch(since: float) -> Awaitable[Sequence[tuple[int, bytes]]]:
+            return self._store.point_texts(kind, series_id, tier, since)
 
         kept = min(_WINDOW[tier], self._store.retention.tiers.get(tier, _WINDOW[tier]))
         final = now - GRACE if tier == RAW else now
         key = (kind.name, series_id, tier)
-        return await self._encoded(key, now - seconds, now - kept, final, fetch, kind.columns)
+        return await self._encoded(key, now - seconds, now - kept, final, fetch)
 
     async def device_states(self, series_id: int, period: str, now: float) -> bytes:
         """The device's states of `period`, oldest first (stamps in milliseconds)."""
 
-        async def fetch(since_ms: float) -> Sequence[Sequence[Any]]:
-            return await self._store.device_states(series_id, since_ms / 1000)
+        async def fetch(since_ms: float) -> Sequence[tuple[int, bytes]]:
+            return device_points(await self._store.device_states(series_id, since_ms / 1000))
 
         since = now - PERIODS[period][1]
         kept = min(_DEVICE_WINDOW, self._store.retention.device_states)
@@ -76,9 +78,8 @@ class EncodedHistory:
         window: float,
         final: float,
         fetch: Fetch,
-        columns: Sequence[str] | None = None,
     ) -> bytes:
-        """The series' points from `since` on: those kept, plus the newer ones encoded now
+        """The series' points from `since` on: those kept, plus the newer ones fetched now
         (and kept if stamped before `final`). Points older than `window` (the longest period
         that reads them, or their retention) are let go."""
         since = max(since, window)
@@ -87,21 +88,17 @@ class EncodedHistory:
             encoded = self._series[key] = _Encoded(since)
         self._series.move_to_end(key)
         rows = await fetch(encoded.stamps[-1] + 1 if encoded.stamps else encoded.start)
-        recent = []
-        for row in rows:
-            if encoded.stamps and row[0] <= encoded.stamps[-1]:  # added meanwhile
-                continue
-            text = point(columns, row) if columns else device_point(*row)
-            if row[0] < final and not recent:
-                encoded.stamps.append(row[0])
-                encoded.texts.append(text)
-            else:
-                recent.append(text)
+        if encoded.stamps:  # a request that ran meanwhile may have kept some already
+            rows = rows[bisect_right(rows, encoded.stamps[-1], key=_STAMP) :]
+        stamps, texts = zip(*rows, strict=True) if rows else ((), ())
+        closed = bisect_left(stamps, final)
+        encoded.stamps += stamps[:closed]
+        encoded.texts += texts[:closed]
         old = bisect_left(encoded.stamps, window)
         del encoded.stamps[:old], encoded.texts[:old]
         encoded.start = max(encoded.start, window)
         self._evict()
-        return _array([*encoded.texts[bisect_left(encoded.stamps, since) :], *recent])
+        return _array([*encoded.texts[bisect_left(encoded.stamps, since) :], *texts[closed:]])
 
     def _evict(self) -> None:
         kept = sum(len(encoded.stamps) for encoded in self._series.values())
@@ -110,4 +107,5 @@ class EncodedHistory:
 
 
 def _array(texts: Sequence[bytes]) -> bytes:
-    return b"[" + b",".join(texts) + b"]"
+    """A JSON array of `texts`, with one copy of them besides the join (answers run to MBs)."""
+    return b"[%b]" % b",".join(texts)

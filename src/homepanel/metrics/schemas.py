@@ -1,39 +1,28 @@
 """The metrics API's shapes, as the spec has them (plus CPU min/max per bucket).
 
 The routes send their points as JSON built once per point (points.py), so the models here
-describe the answers (OpenAPI) rather than build them; `point` is the one place that decides
-how a stored row looks in the API.
+describe the answers (OpenAPI) rather than build them. How a point of a server, guest or
+automation looks is decided by `Kind.look` (the store builds it in SQL, and keeps it with
+archived hourly rows); how a device state looks, by `device_points`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Literal
+from collections.abc import Iterable
+from typing import Literal
 
 from pydantic import BaseModel, Field, JsonValue
 from pydantic_core import to_json
 
 Period = Literal["1h", "6h", "24h", "7d", "30d", "1y"]
-_BYTES = ("ram_used", "ram_total")
 
 
-def point(columns: Sequence[str], row: Sequence[Any]) -> bytes:
-    """A stored row (ts, *columns) as an API point: bytes as whole numbers, the rest rounded
-    to 2 places."""
-    fields: dict[str, Any] = {"timestamp": row[0]}
-    for name, value in zip(columns, row[1:], strict=True):
-        if value is None:
-            fields[name] = None
-        elif name in _BYTES:
-            fields[name] = round(value)
-        else:
-            fields[name] = round(value, 2)
-    return to_json(fields)
-
-
-def device_point(ts_ms: int, state: str) -> bytes:
-    """A stored device state (JSON text, spliced in as it is) as an API point."""
-    return b'{"timestamp":%b,"state":%b}' % (to_json(ts_ms / 1000), state.encode())
+def device_points(states: Iterable[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
+    """Stored device states (ms, state as JSON, spliced in as it is) as (ms, API point)."""
+    return [
+        (ts_ms, b'{"timestamp":%b,"state":%b}' % (to_json(ts_ms / 1000), state))
+        for ts_ms, state in states
+    ]
 
 
 class _Series(BaseModel):

@@ -1,4 +1,4 @@
-"""The SQLite store: one writer task, one reader connection, a versioned schema.
+"""The SQLite store: a writer task, a reader and a checkpoint connection, a versioned schema.
 
 WAL lets the reader run while the writer commits, and with a single writer SQLite never hits the
 read-to-write upgrade `SQLITE_BUSY` that `busy_timeout` cannot resolve. Writes are jobs queued
@@ -15,6 +15,10 @@ past 64 KB. A checkpoint every `CHECKPOINT_PAGES` rather than SQLite's 1,000: th
 writes each page changed since the last one once, however often it changed, and those writes
 land all over the file, where Linux writes back whole cached folios (often 64 KiB or more)
 for a 4 KiB page. The WAL itself is only ever appended to.
+
+That checkpoint copies some 40 MB, 60-100 ms on a small machine, so it runs on a connection of
+its own: SQLite's automatic one ran inside the commit that filled the WAL, and held the writer
+(and a metrics cycle waiting for its flush) as long.
 """
 
 from __future__ import annotations
@@ -34,10 +38,13 @@ from homepanel.store.schema import MIGRATIONS
 logger = logging.getLogger(__name__)
 # Of 4 KiB: the WAL grows to about 40 MB between checkpoints, about a day for the spec's fleet.
 CHECKPOINT_PAGES = 10_000
+_FRAME = 24 + 4096  # bytes of WAL per page: a frame header and the page
+# No automatic checkpoint: see `_checkpoint_when_due`. The WAL file is cut back when it starts
+# over after a checkpoint, so its size tells how much it holds.
 _PRAGMAS = (
     "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000; "
     "PRAGMA secure_delete=FAST; PRAGMA temp_store=MEMORY; "
-    f"PRAGMA wal_autocheckpoint={CHECKPOINT_PAGES};"
+    "PRAGMA wal_autocheckpoint=0; PRAGMA journal_size_limit=0;"
 )
 
 Job = Callable[[aiosqlite.Connection], Awaitable[Any]]
@@ -46,10 +53,19 @@ Job = Callable[[aiosqlite.Connection], Awaitable[Any]]
 class Database:
     """Async access to the SQLite file. Open with `await Database.open(path)`."""
 
-    def __init__(self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection):
+    def __init__(
+        self,
+        path: Path,
+        writer: aiosqlite.Connection,
+        reader: aiosqlite.Connection,
+        checkpointer: aiosqlite.Connection,
+    ):
         self.path = path
         self._writer = writer
         self._reader = reader
+        self._checkpointer = checkpointer
+        self._wal = path.with_name(f"{path.name}-wal")
+        self._checkpoint: asyncio.Task[None] | None = None
         self._jobs: asyncio.Queue[tuple[Job, asyncio.Future[Any]]] = asyncio.Queue()
         self._task = asyncio.create_task(self._write_loop(), name="database writer")
 
@@ -69,7 +85,9 @@ class Database:
             raise
         reader = await aiosqlite.connect(path, isolation_level=None)
         await reader.executescript(_PRAGMAS + "PRAGMA query_only=ON;")
-        return cls(path, writer, reader)
+        checkpointer = await aiosqlite.connect(path, isolation_level=None)
+        await checkpointer.executescript(_PRAGMAS)
+        return cls(path, writer, reader, checkpointer)
 
     async def write(self, job: Job) -> Any:
         """Run `job` in the writer's next transaction and return its result once committed."""
@@ -86,8 +104,9 @@ class Database:
     async def fetchall(
         self, sql: str, parameters: Sequence[Any] | Mapping[str, Any] = ()
     ) -> list[sqlite3.Row]:
-        async with self._reader.execute(sql, parameters) as cursor:
-            return list(await cursor.fetchall())
+        # One hop to the reader's thread, not three (execute, fetch, close): 1-2 ms less for
+        # a year of points on a small machine.
+        return list(await self._reader.execute_fetchall(sql, parameters))
 
     async def ping(self) -> bool:
         try:
@@ -103,11 +122,14 @@ class Database:
         return int(rows[0][0])
 
     async def close(self) -> None:
-        """Commit what is queued, then close both connections."""
+        """Commit what is queued, let a checkpoint under way end, then close the connections:
+        the writer last, which checkpoints what is left."""
         self._jobs.put_nowait((_stop, asyncio.get_running_loop().create_future()))
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
-        for connection in (self._reader, self._writer):
+        if self._checkpoint is not None:
+            await self._checkpoint
+        for connection in (self._reader, self._checkpointer, self._writer):
             try:
                 await connection.close()
             except (sqlite3.Error, ValueError):
@@ -134,6 +156,7 @@ class Database:
             for index, (job, future) in enumerate(batch):
                 results.append((future, *await self._run_job(job, index)))
             await self._writer.execute("COMMIT")
+            self._checkpoint_when_due()
         except sqlite3.Error as exc:
             logger.error("Database write failed, batch of %d rolled back: %s", len(batch), exc)
             with contextlib.suppress(sqlite3.Error):
@@ -146,6 +169,21 @@ class Database:
                 future.set_result(result)
             else:
                 future.set_exception(error)
+
+    def _checkpoint_when_due(self) -> None:
+        """Once the WAL holds CHECKPOINT_PAGES, copy them into the database file, on the
+        checkpointer's connection: the writer goes on meanwhile (PASSIVE waits for no one)."""
+        if self._checkpoint is not None and not self._checkpoint.done():
+            return
+        with contextlib.suppress(FileNotFoundError):
+            if self._wal.stat().st_size >= CHECKPOINT_PAGES * _FRAME:
+                self._checkpoint = asyncio.create_task(self._run_checkpoint(), name="checkpoint")
+
+    async def _run_checkpoint(self) -> None:
+        try:
+            await self._checkpointer.execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error as exc:  # tried again after a later commit
+            logger.warning("WAL checkpoint failed: %s", exc)
 
     async def _run_job(self, job: Job, index: int) -> tuple[Any, BaseException | None]:
         await self._writer.execute(f"SAVEPOINT job{index}")

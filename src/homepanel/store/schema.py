@@ -9,6 +9,7 @@ Metrics in a few lines (migration 4 explains why the recent rows live apart):
 - `tier` is the bucket length: 0 raw, then 60, 300, 1800, 3600 s; `n` counts raw samples.
 - `device_states` keeps each topic's state when it changed, keyed by millisecond; the newest
   ones wait in `device_log`, keyed by time, until they are moved over once a day.
+- An archived hourly row also keeps the JSON the API sends for it (migration 5).
 """
 
 from __future__ import annotations
@@ -122,4 +123,12 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (ts_ms, series_id)
     ) STRICT, WITHOUT ROWID;
     """,
+    # 5: a year of hourly points is too many to build as JSON per request (8,760 per series, on
+    # a cold cache). Archived hourly rows keep their JSON in `point`, with `point_look`, which
+    # names the SQL that built it: a text made by another version of it is built anew.
+    "".join(
+        f"ALTER TABLE {kind}_samples ADD COLUMN point BLOB; "
+        f"ALTER TABLE {kind}_samples ADD COLUMN point_look INTEGER;"
+        for kind in ("server", "vm", "automation")
+    ),
 ]
