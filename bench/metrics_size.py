@@ -37,6 +37,7 @@ from homepanel.store.metrics import (
     MetricsStore,
     Retention,
 )
+from homepanel.store.schema import device_point
 
 NOW = 1_800_000_000
 FLEET = {SERVER: (2, 10), VM: (24, 30), AUTOMATION: (11, 5)}  # kind: (series, raw interval)
@@ -154,7 +155,8 @@ async def _rolled(
 async def _archived_states(db: Database, series: int | None, states: list[tuple]) -> None:
     async def job(connection: aiosqlite.Connection) -> None:
         await connection.executemany(
-            "INSERT INTO device_states (series_id, ts_ms, state) VALUES (?, ?, ?)",
+            "INSERT INTO device_states (series_id, ts_ms, point) "  # noqa: S608 - constants only
+            f"VALUES (?1, ?2, {device_point('?2', '?3')})",
             [(series, ts_ms, json.dumps(state)) for _, ts_ms, state in states],
         )
 

@@ -15,11 +15,13 @@ import json
 import math
 import sqlite3
 from collections import Counter
+from collections.abc import AsyncIterator
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic_core import to_json
 
 from homepanel.metrics.points import EncodedHistory
 from homepanel.store import db as db_module
@@ -50,6 +52,23 @@ RETENTION = Retention(
 STEADY_ROWS = {RAW: 3600 // STEP, MINUTE: 1440, FIVE_MIN: 2016, THIRTY_MIN: 1440, HOUR: 8760}
 # Rows leave a whole period at a time (raw: an hour, roll-ups: a day), so up to one more is kept.
 UP_TO_MORE = {RAW: 3600 // STEP, MINUTE: 1440, FIVE_MIN: 288, THIRTY_MIN: 48, HOUR: 24}
+
+
+@pytest.fixture(autouse=True)
+async def databases_closed(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[None]:
+    """Closes the databases a test opened, when it failed before it closed them: their
+    connections' threads would keep pytest from exiting, and so from reporting the failure."""
+    opened: list[Database] = []
+    open_database = Database.open
+
+    async def tracked(path: Path) -> Database:
+        opened.append(await open_database(path))
+        return opened[-1]
+
+    monkeypatch.setattr(Database, "open", tracked)
+    yield
+    for db in opened:
+        await db.close()  # a no-op if closed
 
 
 def cpu(ts: int) -> float:
@@ -148,7 +167,7 @@ async def test_a_simulated_year(tmp_path: Path) -> None:
     # Device states: one per day kept for 90 days.
     door = await store.known("device", "home/door")
     assert door is not None
-    states = await store.device_states(door, 0)
+    states = await store.device_points(door, 0)
     assert len(states) == 90
     assert states[0][0] >= (now - 90 * DAY) * 1000
 
@@ -235,7 +254,7 @@ async def test_schema_is_versioned(tmp_path: Path) -> None:
     db = await Database.open(path)
     await db.close()
     with sqlite3.connect(path) as connection:
-        assert connection.execute("PRAGMA user_version").fetchone() == (5,)
+        assert connection.execute("PRAGMA user_version").fetchone() == (6,)
         connection.execute("PRAGMA user_version = 99")
     with pytest.raises(RuntimeError, match="newer than this release"):
         await Database.open(path)
@@ -405,6 +424,74 @@ async def test_encoded_device_states_respect_retention(tmp_path: Path) -> None:
     await db.close()
 
 
+# Device states as the API shows them, on the edges of writing milliseconds as seconds.
+DEVICE_STATES = [
+    (0, {"contact": True, "linkquality": 80}),
+    (1, "ON"),
+    (5, None),
+    (10, 21.5),
+    (120, [1, "a"]),
+    (999, {"name": 'Café "front"', "nested": {"ok": False}}),
+    (1000, False),
+]
+
+
+def device_point(ts_ms: int, state: Any) -> bytes:
+    """A device state's point as the API showed it when Python built it."""
+    return b'{"timestamp":%b,"state":%b}' % (to_json(ts_ms / 1000), json.dumps(state).encode())
+
+
+async def test_a_device_point_looks_the_same_waiting_logged_and_archived(
+    tmp_path: Path,
+) -> None:
+    """A state's point is the same bytes whether it waits in memory, sits in the day's log or
+    in the archive, and the same as Python writes it: the seconds as a float, the state's JSON
+    as it came."""
+    db, store = await open_store(tmp_path / "metrics.db")
+    start_ms = START * 1000
+    states = [(start_ms + 7_000 * i + ms, state) for i, (ms, state) in enumerate(DEVICE_STATES)]
+    expected = [(ts_ms, device_point(ts_ms, state)) for ts_ms, state in states]
+    await store.record_device_states([("home/door", ts_ms, state) for ts_ms, state in states])
+    door = await store.known("device", "home/door")
+    assert door is not None
+    assert await store.device_points(door, START) == expected  # waiting
+    await store.flush()
+    assert await store.device_points(door, START) == expected  # in the day's log
+    for minute in range(10):  # the daily housekeeping, a step a minute: states archived
+        await store.maintain(START + 3 * DAY + minute * 60)
+    with sqlite3.connect(db.path) as connection:
+        assert connection.execute("SELECT COUNT(*) FROM device_log").fetchone() == (0,)
+    assert await store.device_points(door, START) == expected  # archived
+    assert await store.device_points(door, START + 8) == expected[2:]
+    got = json.loads(await EncodedHistory(store).device_states(door, "1y", START + DAY))
+    assert got == [{"timestamp": ts_ms / 1000, "state": state} for ts_ms, state in states]
+    assert await store.last_device_states() == {"home/door": DEVICE_STATES[-1][1]}
+    await db.close()
+
+
+async def test_a_version_5_database_keeps_its_device_states(tmp_path: Path) -> None:
+    """Migration 6 stores each device state as its point: the API answers as before, and the
+    newest state of each topic is still found after a restart."""
+    path = tmp_path / "metrics.db"
+    from homepanel.store.schema import MIGRATIONS
+
+    archived, logged = DEVICE_STATES[:4], DEVICE_STATES[4:]
+    with sqlite3.connect(path) as connection:
+        connection.executescript("".join(MIGRATIONS[:5]) + "PRAGMA user_version = 5;")
+        connection.execute("INSERT INTO series (id, kind, name) VALUES (1, 'device', 'a/b')")
+        for table, rows in (("device_states", archived), ("device_log", logged)):
+            connection.executemany(
+                f"INSERT INTO {table} (series_id, ts_ms, state) VALUES (1, ?, ?)",  # noqa: S608
+                [(START * 1000 + ms, json.dumps(state)) for ms, state in rows],
+            )
+    db, store = await open_store(path)
+    assert await store.device_points(1, START) == [
+        (START * 1000 + ms, device_point(START * 1000 + ms, state)) for ms, state in DEVICE_STATES
+    ]
+    assert await store.last_device_states() == {"a/b": DEVICE_STATES[-1][1]}
+    await db.close()
+
+
 SHORT = Retention(tiers={**RETENTION.tiers, FIVE_MIN: 2 * DAY}, device_states=2 * DAY)
 
 
@@ -475,5 +562,5 @@ async def assert_every_point_once(store: MetricsStore, now: int) -> None:
         assert {p["triggers_count"] for p in points} == {1 if tier == RAW else tier // STEP}
     door = await store.known("device", "home/door")
     assert door is not None
-    stamps = [ts_ms for ts_ms, _ in await store.device_states(door, 0)]
+    stamps = [ts_ms for ts_ms, _ in await store.device_points(door, 0)]
     assert stamps == sorted(set(stamps)), now

@@ -20,7 +20,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 
-from homepanel.metrics.schemas import device_points
 from homepanel.store.metrics import GRACE, PERIODS, RAW, Kind, MetricsStore
 
 MAX_POINTS = 60_000  # about 15 MB of JSON: seven series' full year, or forty series' 24 h
@@ -63,8 +62,8 @@ class EncodedHistory:
     async def device_states(self, series_id: int, period: str, now: float) -> bytes:
         """The device's states of `period`, oldest first (stamps in milliseconds)."""
 
-        async def fetch(since_ms: float) -> Sequence[tuple[int, bytes]]:
-            return device_points(await self._store.device_states(series_id, since_ms / 1000))
+        def fetch(since_ms: float) -> Awaitable[Sequence[tuple[int, bytes]]]:
+            return self._store.device_points(series_id, since_ms / 1000)
 
         since = now - PERIODS[period][1]
         kept = min(_DEVICE_WINDOW, self._store.retention.device_states)

@@ -3,26 +3,16 @@
 The routes send their points as JSON built once per point (points.py), so the models here
 describe the answers (OpenAPI) rather than build them. How a point of a server, guest or
 automation looks is decided by `Kind.look` (the store builds it in SQL, and keeps it with
-archived hourly rows); how a device state looks, by `device_points`.
+archived hourly rows); how a device state looks, by `store.schema.device_point`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Literal
 
 from pydantic import BaseModel, Field, JsonValue
-from pydantic_core import to_json
 
 Period = Literal["1h", "6h", "24h", "7d", "30d", "1y"]
-
-
-def device_points(states: Iterable[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
-    """Stored device states (ms, state as JSON, spliced in as it is) as (ms, API point)."""
-    return [
-        (ts_ms, b'{"timestamp":%b,"state":%b}' % (to_json(ts_ms / 1000), state))
-        for ts_ms, state in states
-    ]
 
 
 class _Series(BaseModel):

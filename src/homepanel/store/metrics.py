@@ -39,6 +39,7 @@ from typing import Any
 import aiosqlite
 
 from homepanel.store.db import Database
+from homepanel.store.schema import device_point
 
 RAW, MINUTE, FIVE_MIN, THIRTY_MIN, HOUR = 0, 60, 300, 1800, 3600
 ROLLUPS = ((MINUTE, RAW), (FIVE_MIN, MINUTE), (THIRTY_MIN, FIVE_MIN), (HOUR, THIRTY_MIN))
@@ -465,7 +466,8 @@ class MetricsStore:
         for pair, tier, rows in groups:
             await self._insert(connection, pair, tier, rows)
         await connection.executemany(
-            "INSERT OR REPLACE INTO device_log (series_id, ts_ms, state) VALUES (?, ?, ?)",
+            "INSERT OR REPLACE INTO device_log (series_id, ts_ms, point) "
+            f"VALUES (?1, ?2, {device_point('?2', '?3')})",
             [(series_id, ts_ms, state) for (series_id, ts_ms), state in batch.devices.items()],
         )
         await connection.executemany(
@@ -572,8 +574,8 @@ class MetricsStore:
         """Move the device states of earlier days to their archive, and apply its retention."""
         day_start = day * self._recent_period
         await connection.execute(
-            "INSERT OR REPLACE INTO device_states (series_id, ts_ms, state) "
-            "SELECT series_id, ts_ms, state FROM device_log WHERE ts_ms < ? "
+            "INSERT OR REPLACE INTO device_states (series_id, ts_ms, point) "
+            "SELECT series_id, ts_ms, point FROM device_log WHERE ts_ms < ? "
             "ORDER BY series_id, ts_ms",
             (day_start * 1000,),
         )
@@ -608,7 +610,8 @@ class MetricsStore:
         """The same points as `points`, each as (ts, its JSON as the API sends it)."""
         waiting = self._waiting(kind, series_id, tier, int(since))  # first: see _waiting
         stored = await self._stored(kind, series_id, tier, since, texts=True)
-        return _merged(stored, await self._texts(kind, list(waiting.values())))
+        built = await self._built(kind.columns, kind.look(raw=False), list(waiting.values()))
+        return _merged(stored, built)
 
     async def _stored(
         self, kind: Kind, series_id: int, tier: int, since: float, texts: bool
@@ -617,19 +620,19 @@ class MetricsStore:
         sql = self._select(kind, tier, ("ts",), every_series=False, texts=texts)
         return _sorted(await self._db.fetchall(sql, {"series": series_id, "start": int(since)}))
 
-    async def _texts(self, kind: Kind, points: Sequence[Point]) -> dict[int, tuple[int, bytes]]:
-        """Points (ts, *columns) as (ts, JSON), by the same SQL as the stored ones."""
+    async def _built(
+        self, columns: Sequence[str], look: str, waiting: Sequence[tuple[Any, ...]]
+    ) -> dict[int, tuple[int, bytes]]:
+        """Rows in memory, (ts, *columns), as (ts, JSON) by `look`, the SQL that built the
+        stored ones."""
         texts: dict[int, tuple[int, bytes]] = {}
-        width = 1 + len(kind.columns)
+        width = 1 + len(columns)
         per_query = MAX_PARAMETERS // width
-        for start in range(0, len(points), per_query):
-            chunk = points[start : start + per_query]
+        for start in range(0, len(waiting), per_query):
+            chunk = waiting[start : start + per_query]
             values = ", ".join([f"({', '.join('?' * width)})"] * len(chunk))
-            sql = (
-                f"WITH w (ts, {', '.join(kind.columns)}) AS (VALUES {values}) "
-                f"SELECT ts, {kind.look(raw=False)} FROM w"
-            )
-            rows = await self._db.fetchall(sql, [value for point in chunk for value in point])
+            sql = f"WITH w (ts, {', '.join(columns)}) AS (VALUES {values}) SELECT ts, {look} FROM w"
+            rows = await self._db.fetchall(sql, [value for row in chunk for value in row])
             texts.update((ts, (ts, text)) for ts, text in rows)
         return texts
 
@@ -644,40 +647,41 @@ class MetricsStore:
                     found[ts] = (ts, *(kind.widen(stored) if tier == RAW else stored[1]))
         return found
 
-    async def device_states(self, series_id: int, since: float) -> list[tuple[int, bytes]]:
-        """The device's states from `since` on, oldest first, as (ms, state as JSON)."""
+    async def device_points(self, series_id: int, since: float) -> list[tuple[int, bytes]]:
+        """The device's states from `since` on, oldest first, each as (ms, its point as the
+        API sends it: `device_point`)."""
         since_ms = int(since * 1000)
-        waiting = {
-            ts_ms: (ts_ms, state.encode())
+        waiting = [  # first: see _waiting
+            (ts_ms, state)
             for batch in (self._flushing, self._pending)
             if batch
             for (row_series, ts_ms), state in batch.devices.items()
             if row_series == series_id and ts_ms >= since_ms
-        }
+        ]
         stored = await self._db.fetchall(
-            "SELECT ts_ms, CAST(state AS BLOB) FROM device_states "
-            "WHERE series_id = :series AND ts_ms >= :ms "
-            "UNION ALL SELECT ts_ms, CAST(state AS BLOB) FROM device_log "
-            "WHERE ts_ms >= :ms AND series_id = :series",
+            "SELECT ts_ms, point FROM device_states WHERE series_id = :series AND ts_ms >= :ms "
+            "UNION ALL "
+            "SELECT ts_ms, point FROM device_log WHERE ts_ms >= :ms AND series_id = :series",
             {"series": series_id, "ms": since_ms},
         )
-        return _merged(_sorted(stored), waiting)
+        built = await self._built(("state",), device_point("ts", "state"), waiting)
+        return _merged(_sorted(stored), built)
 
     async def last_device_states(self) -> dict[str, Any]:
         """Each topic's newest stored state, to compare the next message with after a restart."""
-        newest: dict[str, tuple[int, str]] = {}
+        newest: dict[str, tuple[int, bytes]] = {}
         for sql in (
-            "SELECT s.name, d.ts_ms, d.state FROM series s JOIN device_states d "
+            "SELECT s.name, d.ts_ms, d.point FROM series s JOIN device_states d "
             "ON d.series_id = s.id WHERE s.kind = 'device' AND d.ts_ms = "
             "(SELECT MAX(ts_ms) FROM device_states WHERE series_id = s.id)",
             # SQLite takes the bare columns from the row with the maximum.
-            "SELECT s.name, MAX(d.ts_ms), d.state FROM device_log d "
+            "SELECT s.name, MAX(d.ts_ms), d.point FROM device_log d "
             "JOIN series s ON s.id = d.series_id GROUP BY d.series_id",
         ):
-            for name, ts_ms, state in await self._db.fetchall(sql):
-                if ts_ms > newest.get(name, (-1, ""))[0]:
-                    newest[name] = (ts_ms, state)
-        return {name: json.loads(state) for name, (_, state) in newest.items()}
+            for name, ts_ms, point in await self._db.fetchall(sql):
+                if ts_ms > newest.get(name, (-1, b""))[0]:
+                    newest[name] = (ts_ms, point)
+        return {name: json.loads(point)["state"] for name, (_, point) in newest.items()}
 
     async def row_counts(self) -> dict[str, int]:
         """Stored rows per kind (archive and recent tables), of device states and of series."""
