@@ -247,6 +247,27 @@ def test_a_slow_log_disk_never_holds_up_the_caller(
     ]
 
 
+def test_a_line_shows_its_arguments_as_logged_and_tracebacks_redacted(tmp_path: Path) -> None:
+    """The logging thread writes a line later than it was logged: it still shows its arguments
+    as they were then, and a traceback's secrets are masked as the message's are."""
+    from homepanel.core.logging import setup_logging
+
+    setup_logging("INFO", tmp_path, ["a-secret-value"])
+    logger = logging.getLogger("homepanel.test")
+    figures = [1]
+    logger.info("figures %s", figures)
+    figures.append(2)
+    try:
+        raise RuntimeError("failed with a-secret-value")
+    except RuntimeError:
+        logger.exception("while using a-secret-value")
+    end_log_thread()
+    text = (tmp_path / "backend.log").read_text()
+    assert " - homepanel.test - INFO - figures [1]\n" in text
+    assert " - homepanel.test - ERROR - while using ***\nTraceback" in text
+    assert "RuntimeError: failed with ***" in text and "a-secret-value" not in text
+
+
 def test_log_lines_follow_the_spec_format(running_lab: RunningLab, tmp_path: Path) -> None:
     from homepanel.core.logging import setup_logging
 

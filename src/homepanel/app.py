@@ -91,6 +91,9 @@ def create_app(
         description="One login and one API for a home lab's Proxmox, Frigate, MQTT, "
         "automations and AI hub.",
         lifespan=lifespan,
+        # Metrics are Prometheus's (/metrics). Off, OpenTelemetry's are not looked for on
+        # every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.state.started_at = time.monotonic()

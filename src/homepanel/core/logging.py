@@ -76,6 +76,28 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+class LineFormatter(logging.Formatter):
+    """The spec's line, made once per record: the console and the file both print it, and the
+    file's rollover check makes it again to measure it."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = getattr(record, "line", None)
+        if line is None:
+            line = record.line = super().format(record)
+        return line
+
+
+class _QueueHandler(logging.handlers.QueueHandler):
+    """Queues the record itself, its message merged with its arguments (they might change
+    before the thread writes it). The standard one also formats the record and copies it, on
+    the event loop: work the thread does anyway, and no other handler shares the record."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        record.msg = record.getMessage()
+        record.args = None
+        return record
+
+
 _listener: logging.handlers.QueueListener | None = None
 
 
@@ -96,7 +118,7 @@ def setup_logging(level: str, log_dir: Path, secrets: Iterable[str] = ()) -> Non
             "version": 1,
             "disable_existing_loggers": False,
             "filters": {"redact": {"()": RedactingFilter}},
-            "formatters": {"spec": {"format": LOG_FORMAT}},
+            "formatters": {"spec": {"()": LineFormatter, "format": LOG_FORMAT}},
             "handlers": {
                 "console": {"class": "logging.StreamHandler", **handler_common},
                 "file": {
@@ -125,7 +147,7 @@ def setup_logging(level: str, log_dir: Path, secrets: Iterable[str] = ()) -> Non
     root = logging.getLogger()
     records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
     _listener = logging.handlers.QueueListener(records, *root.handlers, respect_handler_level=True)
-    root.handlers = [logging.handlers.QueueHandler(records)]
+    root.handlers = [_QueueHandler(records)]
     _listener.start()
 
 
