@@ -81,9 +81,9 @@ class LineFormatter(logging.Formatter):
     file's rollover check makes it again to measure it."""
 
     def format(self, record: logging.LogRecord) -> str:
-        line = getattr(record, "line", None)
+        line = getattr(record, "spec_line", None)
         if line is None:
-            line = record.line = super().format(record)
+            line = record.spec_line = super().format(record)
         return line
 
 
