@@ -1,12 +1,14 @@
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import httpx2
 import pytest
 
 from homepanel.simulator.lab import Lab
+from homepanel.store.db import Database
 from tests.harness import AppServer, RunningLab, lab_settings
 
 
@@ -61,3 +63,24 @@ def custom_app(running_lab: RunningLab, tmp_path: Path) -> Iterator[Callable[...
     for server in servers:
         server.__exit__(None, None, None)
     running_lab.reset()
+
+
+@pytest.fixture(autouse=True)
+async def databases_closed(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[None]:
+    """Closes the databases a test opened on its own event loop, when it failed before it
+    closed them: their connections' threads would keep pytest from exiting, and so from
+    reporting the failure. (An app under test closes its own, on its server's loop.)"""
+    opened: list[Database] = []
+    open_database = Database.open
+
+    async def tracked(path: Path) -> Database:
+        db = await open_database(path)
+        if asyncio.get_running_loop() is loop:
+            opened.append(db)
+        return db
+
+    loop = asyncio.get_running_loop()
+    monkeypatch.setattr(Database, "open", tracked)
+    yield
+    for db in opened:
+        await db.close()  # a no-op if closed

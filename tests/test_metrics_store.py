@@ -15,7 +15,6 @@ import json
 import math
 import sqlite3
 from collections import Counter
-from collections.abc import AsyncIterator
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
@@ -52,23 +51,6 @@ RETENTION = Retention(
 STEADY_ROWS = {RAW: 3600 // STEP, MINUTE: 1440, FIVE_MIN: 2016, THIRTY_MIN: 1440, HOUR: 8760}
 # Rows leave a whole period at a time (raw: an hour, roll-ups: a day), so up to one more is kept.
 UP_TO_MORE = {RAW: 3600 // STEP, MINUTE: 1440, FIVE_MIN: 288, THIRTY_MIN: 48, HOUR: 24}
-
-
-@pytest.fixture(autouse=True)
-async def databases_closed(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[None]:
-    """Closes the databases a test opened, when it failed before it closed them: their
-    connections' threads would keep pytest from exiting, and so from reporting the failure."""
-    opened: list[Database] = []
-    open_database = Database.open
-
-    async def tracked(path: Path) -> Database:
-        opened.append(await open_database(path))
-        return opened[-1]
-
-    monkeypatch.setattr(Database, "open", tracked)
-    yield
-    for db in opened:
-        await db.close()  # a no-op if closed
 
 
 def cpu(ts: int) -> float:
