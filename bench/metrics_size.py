@@ -145,7 +145,7 @@ async def _rolled(
             )
         if tier in KEPT_TIERS:
             await connection.execute(
-                f"UPDATE {kind.table} SET point = {kind.look(raw=False)}, "  # noqa: S608
+                f"UPDATE {kind.table} SET point = {kind.stored_look}, "  # noqa: S608
                 f"point_look = {kind.look_id} WHERE tier = {tier}"
             )
 

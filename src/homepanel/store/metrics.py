@@ -32,7 +32,7 @@ import json
 import zlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cached_property, partial
 from operator import itemgetter
 from typing import Any
 
@@ -120,20 +120,25 @@ class Kind:
         )
         return f"CAST(json_object('timestamp', ts, {fields}) AS BLOB)"
 
-    @property
+    @cached_property
+    def stored_look(self) -> str:
+        """`look` of a stored roll-up row (or of a row with its columns), built once."""
+        return self.look(raw=False)
+
+    @cached_property
     def look_id(self) -> int:
         """Names the look of an archive row, so that a text another version of it built is
         never sent."""
-        return zlib.crc32(self.look(raw=False).encode())
+        return zlib.crc32(self.stored_look.encode())
 
     def archived(self, raw: bool) -> str:
         """SQL reading a row as the archive keeps it in KEPT_TIERS: figures, point, look."""
         return f"{self.figures_sql(raw)}, {self.look(raw)}, {self.look_id}"
 
-    @property
+    @cached_property
     def kept_look(self) -> str:
         """SQL reading an archive row's point: the JSON kept with it, or built now."""
-        return f"CASE WHEN point_look = {self.look_id} THEN point ELSE {self.look(False)} END"
+        return f"CASE WHEN point_look = {self.look_id} THEN point ELSE {self.stored_look} END"
 
     def widen(self, figures: Figures) -> Figures:
         """A raw sample's figures as `columns`."""
@@ -197,6 +202,7 @@ AUTOMATION = Kind("automation", "automation_samples", counters=("triggers_count"
 KINDS = (SERVER, VM, AUTOMATION)
 _ALL_TIME = {"start": -(2**62), "end": 2**62}  # bounds no timestamp is outside of
 _FIRST = itemgetter(0)
+_WAITING_DEVICE_POINT = device_point("ts", "state")  # of the rows `_built` lists
 
 
 def counter_delta(previous: float | None, current: float | None) -> float | None:
@@ -301,6 +307,7 @@ class MetricsStore:
         self._chores_day: int | None = None  # the (recent) period they are for
         self._periods: dict[_Pair, int] = {}  # each pair's latest period, as flushes saw it
         self._lock = asyncio.Lock()  # one roll-up or flush at a time
+        self._selects: dict[tuple[Any, ...], str] = {}  # _select's SQL, built once each
         raw_period = retention.tiers.get(RAW) or HOUR
         self._recent_period = retention.tiers.get(MINUTE) or DAY
         self._pairs = {
@@ -610,7 +617,7 @@ class MetricsStore:
         """The same points as `points`, each as (ts, its JSON as the API sends it)."""
         waiting = self._waiting(kind, series_id, tier, int(since))  # first: see _waiting
         stored = await self._stored(kind, series_id, tier, since, texts=True)
-        built = await self._built(kind.columns, kind.look(raw=False), list(waiting.values()))
+        built = await self._built(kind.columns, kind.stored_look, list(waiting.values()))
         return _merged(stored, built)
 
     async def _stored(
@@ -664,7 +671,7 @@ class MetricsStore:
             "SELECT ts_ms, point FROM device_log WHERE ts_ms >= :ms AND series_id = :series",
             {"series": series_id, "ms": since_ms},
         )
-        built = await self._built(("state",), device_point("ts", "state"), waiting)
+        built = await self._built(("state",), _WAITING_DEVICE_POINT, waiting)
         return _merged(_sorted(stored), built)
 
     async def last_device_states(self) -> dict[str, Any]:
@@ -714,6 +721,14 @@ class MetricsStore:
         """SQL reading `kind`'s `tier` rows as (*lead, *columns), or as (*lead, JSON) with
         `texts`, from the archive and the pair of tables that takes that tier: of every series
         of :kind in [:start, :end), or of :series from :start on."""
+        key = (kind.name, tier, tuple(lead), every_series, texts)
+        if key not in self._selects:
+            self._selects[key] = self._build_select(kind, tier, lead, every_series, texts)
+        return self._selects[key]
+
+    def _build_select(
+        self, kind: Kind, tier: int, lead: Sequence[str], every_series: bool, texts: bool
+    ) -> str:
         project = kind.look if texts else kind.figures_sql
         if every_series:
             series = "series_id IN (SELECT id FROM series WHERE kind = :kind)"
