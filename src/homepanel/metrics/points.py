@@ -27,7 +27,7 @@ _WINDOW = {tier: max(s for t, s in PERIODS.values() if t == tier) for tier, _ in
 _DEVICE_WINDOW = max(seconds for _, seconds in PERIODS.values())
 
 Fetch = Callable[[float], Awaitable[Sequence[tuple[int, bytes]]]]  # (stamp, JSON) from a time on
-_STAMP = itemgetter(0)
+_STAMP, _TEXT = itemgetter(0), itemgetter(1)
 
 
 @dataclass
@@ -89,15 +89,16 @@ class EncodedHistory:
         rows = await fetch(encoded.stamps[-1] + 1 if encoded.stamps else encoded.start)
         if encoded.stamps:  # a request that ran meanwhile may have kept some already
             rows = rows[bisect_right(rows, encoded.stamps[-1], key=_STAMP) :]
-        stamps, texts = zip(*rows, strict=True) if rows else ((), ())
+        stamps = list(map(_STAMP, rows))  # not zip(*rows): 0.9 ms more for a year's rows
         closed = bisect_left(stamps, final)
         encoded.stamps += stamps[:closed]
-        encoded.texts += texts[:closed]
+        encoded.texts += map(_TEXT, rows[:closed])
         old = bisect_left(encoded.stamps, window)
         del encoded.stamps[:old], encoded.texts[:old]
         encoded.start = max(encoded.start, window)
         self._evict()
-        return _array([*encoded.texts[bisect_left(encoded.stamps, since) :], *texts[closed:]])
+        first = bisect_left(encoded.stamps, since)
+        return _array(encoded.texts[first:] + list(map(_TEXT, rows[closed:])))
 
     def _evict(self) -> None:
         kept = sum(len(encoded.stamps) for encoded in self._series.values())
@@ -105,6 +106,6 @@ class EncodedHistory:
             kept -= len(self._series.popitem(last=False)[1].stamps)
 
 
-def _array(texts: Sequence[bytes]) -> bytes:
+def _array(texts: list[bytes]) -> bytes:
     """A JSON array of `texts`, with one copy of them besides the join (answers run to MBs)."""
     return b"[%b]" % b",".join(texts)
