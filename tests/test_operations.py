@@ -247,6 +247,32 @@ def test_a_slow_log_disk_never_holds_up_the_caller(
     ]
 
 
+def test_lines_logged_close_together_are_written_in_one_wake_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A line after a quiet spell is written at once; those following it within LINGER wait
+    for the thread's next wake-up, and are then written together, in order."""
+    from homepanel.core import logging as homepanel_logging
+
+    monkeypatch.setattr(homepanel_logging, "LINGER", 0.3)
+    homepanel_logging.setup_logging("INFO", tmp_path, [])
+    log = tmp_path / "backend.log"
+    logger = logging.getLogger("homepanel.test")
+    time.sleep(0.4)  # the thread's first linger, at its start, is over
+    logger.info("first")
+    deadline = time.monotonic() + 5
+    while "first" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert time.monotonic() < deadline, "a line after a quiet spell waited"
+    for number in range(3):
+        logger.info("then %d", number)
+    time.sleep(0.05)
+    assert "then" not in log.read_text()  # the thread lingers: no wake-up per line
+    end_log_thread()
+    lines = [line.split(" - ", 3)[3] for line in log.read_text().splitlines()]
+    assert lines == ["first", "then 0", "then 1", "then 2"]
+
+
 def test_a_line_shows_its_arguments_as_logged_and_tracebacks_redacted(tmp_path: Path) -> None:
     """The logging thread writes a line later than it was logged: it still shows its arguments
     as they were then, and a traceback's secrets are masked as the message's are."""

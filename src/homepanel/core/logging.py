@@ -19,11 +19,13 @@ import logging.config
 import logging.handlers
 import queue
 import re
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
 LOG_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
 MASK = "***"
+LINGER = 0.05  # seconds the logging thread waits for more lines before it sleeps
 
 _PATTERNS = [
     # JWTs: three base64url parts, the first two starting with '{"' encoded.
@@ -98,6 +100,19 @@ class _QueueHandler(logging.handlers.QueueHandler):
         return record
 
 
+class _Listener(logging.handlers.QueueListener):
+    """Wakes once per LINGER when lines keep coming, not once per line: each wake-up made the
+    thread and the event loop trade the GIL (a request's access line, about 0.2 ms of CPU in
+    all). Lines reach the console and the file at most LINGER later."""
+
+    def dequeue(self, block: bool) -> logging.LogRecord:
+        try:
+            return self.queue.get_nowait()
+        except queue.Empty:
+            time.sleep(LINGER)
+            return self.queue.get(block)
+
+
 _listener: logging.handlers.QueueListener | None = None
 
 
@@ -146,7 +161,7 @@ def setup_logging(level: str, log_dir: Path, secrets: Iterable[str] = ()) -> Non
     )
     root = logging.getLogger()
     records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    _listener = logging.handlers.QueueListener(records, *root.handlers, respect_handler_level=True)
+    _listener = _Listener(records, *root.handlers, respect_handler_level=True)
     root.handlers = [_QueueHandler(records)]
     _listener.start()
 
