@@ -162,12 +162,12 @@ async def test_device_tracker_keeps_changes_only(store: MetricsStore) -> None:
     await tracker.flush()
     series = await store.known("device", door)
     assert series is not None
-    states = await store.device_points(series, 0)
+    states = (await store.device_points(series, 0)).rows()
     assert [json.loads(p)["state"]["contact"] for _, p in states] == [True, False, True]
     stamps = [ts for ts, _ in states]
     assert stamps == sorted(set(stamps)) and stamps[0] == T0 * 1000
     text = await store.known("device", "plain/text")
-    assert text is not None and len(await store.device_points(text, 0)) == 1
+    assert text is not None and len((await store.device_points(text, 0)).stamps) == 1
 
 
 def test_metrics_api_of_a_running_app(custom_app: Callable[..., AppServer], lab: Lab) -> None:

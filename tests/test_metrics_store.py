@@ -40,6 +40,7 @@ from homepanel.store.metrics import (
     Retention,
     counter_delta,
 )
+from homepanel.store.runs import EMPTY, RUN_COLUMNS, Run, joined, merged
 
 DAY = 86400
 STEP = 30  # the guests' collection interval: two raw samples per minute bucket
@@ -149,7 +150,7 @@ async def test_a_simulated_year(tmp_path: Path) -> None:
     # Device states: one per day kept for 90 days.
     door = await store.known("device", "home/door")
     assert door is not None
-    states = await store.device_points(door, 0)
+    states = (await store.device_points(door, 0)).rows()
     assert len(states) == 90
     assert states[0][0] >= (now - 90 * DAY) * 1000
 
@@ -325,7 +326,8 @@ def as_api(kind: Kind, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 async def texts(store: MetricsStore, tier: int, since: int) -> list[dict[str, Any]]:
     nas = await store.known("server", "nas")
     assert nas is not None
-    return [json.loads(text) for _, text in await store.point_texts(SERVER, nas, tier, since)]
+    run = await store.point_run(SERVER, nas, tier, since)
+    return [json.loads(text) for _, text in run.rows()]
 
 
 async def test_a_point_looks_the_same_waiting_stored_and_archived(tmp_path: Path) -> None:
@@ -391,6 +393,42 @@ async def test_encoded_points_follow_the_store(tmp_path: Path) -> None:
     await db.close()
 
 
+RUN_ROWS = [(10, b'{"a":1}'), (20, '"Café"'.encode()), (30, b"[1,2]"), (40, b"null")]
+
+
+def test_a_run_splits_joins_and_merges_as_its_points() -> None:
+    """A run is its points' JSON joined by commas: read from SQLite's aggregate as from
+    rows, split and joined anywhere, merged with waiting points that replace stored ones,
+    and put in order whatever order its parts came in."""
+    run = Run.of_rows(RUN_ROWS)
+    assert run.text == b'{"a":1},"Caf\xc3\xa9",[1,2],null' and run.rows() == RUN_ROWS
+    with sqlite3.connect(":memory:") as connection:
+        connection.execute("CREATE TABLE t (ts INTEGER, p BLOB)")
+        connection.executemany("INSERT INTO t VALUES (?, ?)", RUN_ROWS)
+        for since, expected in ((0, RUN_ROWS), (25, RUN_ROWS[2:]), (99, [])):
+            sql = f"SELECT {RUN_COLUMNS} FROM t WHERE ts > ?"  # noqa: S608 - our constant
+            aggregate = connection.execute(sql, (since,))
+            assert Run.of_aggregate(*aggregate.fetchone()).rows() == expected
+    for index in range(-1, len(RUN_ROWS) + 2):
+        before, after = run.split(index)
+        assert (before.rows(), after.rows()) == (
+            RUN_ROWS[: max(index, 0)],
+            RUN_ROWS[max(index, 0) :],
+        )
+        assert joined([before, after]) == run
+    parts = [Run.of_rows(RUN_ROWS[2:]), EMPTY, Run.of_rows(RUN_ROWS[:2])]
+    assert merged(parts, {}) == run
+    waiting = {20: (20, b'"again"'), 50: (50, b"1")}
+    assert merged(parts, waiting).rows() == [
+        RUN_ROWS[0],
+        (20, b'"again"'),
+        *RUN_ROWS[2:],
+        (50, b"1"),
+    ]
+    shuffled = Run.of_rows([RUN_ROWS[1], RUN_ROWS[0], *RUN_ROWS[2:]])  # a table read out of order
+    assert merged([shuffled], {}) == run
+
+
 async def test_encoded_device_states_respect_retention(tmp_path: Path) -> None:
     db = await Database.open(tmp_path / "metrics.db")
     store = MetricsStore(db, Retention(tiers={}, device_states=DAY))
@@ -436,15 +474,15 @@ async def test_a_device_point_looks_the_same_waiting_logged_and_archived(
     await store.record_device_states([("home/door", ts_ms, state) for ts_ms, state in states])
     door = await store.known("device", "home/door")
     assert door is not None
-    assert await store.device_points(door, START) == expected  # waiting
+    assert (await store.device_points(door, START)).rows() == expected  # waiting
     await store.flush()
-    assert await store.device_points(door, START) == expected  # in the day's log
+    assert (await store.device_points(door, START)).rows() == expected  # in the day's log
     for minute in range(10):  # the daily housekeeping, a step a minute: states archived
         await store.maintain(START + 3 * DAY + minute * 60)
     with sqlite3.connect(db.path) as connection:
         assert connection.execute("SELECT COUNT(*) FROM device_log").fetchone() == (0,)
-    assert await store.device_points(door, START) == expected  # archived
-    assert await store.device_points(door, START + 8) == expected[2:]
+    assert (await store.device_points(door, START)).rows() == expected  # archived
+    assert (await store.device_points(door, START + 8)).rows() == expected[2:]
     got = json.loads(await EncodedHistory(store).device_states(door, "1y", START + DAY))
     assert got == [{"timestamp": ts_ms / 1000, "state": state} for ts_ms, state in states]
     assert await store.last_device_states() == {"home/door": DEVICE_STATES[-1][1]}
@@ -467,7 +505,7 @@ async def test_a_version_5_database_keeps_its_device_states(tmp_path: Path) -> N
                 [(START * 1000 + ms, json.dumps(state)) for ms, state in rows],
             )
     db, store = await open_store(path)
-    assert await store.device_points(1, START) == [
+    assert (await store.device_points(1, START)).rows() == [
         (START * 1000 + ms, device_point(START * 1000 + ms, state)) for ms, state in DEVICE_STATES
     ]
     assert await store.last_device_states() == {"a/b": DEVICE_STATES[-1][1]}
@@ -544,5 +582,5 @@ async def assert_every_point_once(store: MetricsStore, now: int) -> None:
         assert {p["triggers_count"] for p in points} == {1 if tier == RAW else tier // STEP}
     door = await store.known("device", "home/door")
     assert door is not None
-    stamps = [ts_ms for ts_ms, _ in await store.device_points(door, 0)]
+    stamps = (await store.device_points(door, 0)).stamps
     assert stamps == sorted(set(stamps)), now

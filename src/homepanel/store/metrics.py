@@ -39,6 +39,7 @@ from typing import Any
 import aiosqlite
 
 from homepanel.store.db import Database
+from homepanel.store.runs import RUN_COLUMNS, Run, merged
 from homepanel.store.schema import device_point
 
 RAW, MINUTE, FIVE_MIN, THIRTY_MIN, HOUR = 0, 60, 300, 1800, 3600
@@ -203,6 +204,13 @@ KINDS = (SERVER, VM, AUTOMATION)
 _ALL_TIME = {"start": -(2**62), "end": 2**62}  # bounds no timestamp is outside of
 _FIRST = itemgetter(0)
 _WAITING_DEVICE_POINT = device_point("ts", "state")  # of the rows `_built` lists
+_DEVICE_RUNS = " UNION ALL ".join(  # a device's states from :ms on: a run per table
+    f"SELECT {RUN_COLUMNS} FROM (SELECT ts_ms AS ts, point AS p FROM {table} WHERE {where})"
+    for table, where in (
+        ("device_states", "series_id = :series AND ts_ms >= :ms"),
+        ("device_log", "ts_ms >= :ms AND series_id = :series"),
+    )
+)
 
 
 def counter_delta(previous: float | None, current: float | None) -> float | None:
@@ -307,7 +315,7 @@ class MetricsStore:
         self._chores_day: int | None = None  # the (recent) period they are for
         self._periods: dict[_Pair, int] = {}  # each pair's latest period, as flushes saw it
         self._lock = asyncio.Lock()  # one roll-up or flush at a time
-        self._selects: dict[tuple[Any, ...], str] = {}  # _select's SQL, built once each
+        self._selects: dict[tuple[Any, ...], str] = {}  # SQL of queries, built once each
         raw_period = retention.tiers.get(RAW) or HOUR
         self._recent_period = retention.tiers.get(MINUTE) or DAY
         self._pairs = {
@@ -609,23 +617,17 @@ class MetricsStore:
         """The series' points of `tier` from `since` on, oldest first, as (ts, *columns):
         the committed ones and those waiting for the next flush."""
         waiting = self._waiting(kind, series_id, tier, int(since))  # first: see _waiting
-        return _merged(await self._stored(kind, series_id, tier, since, texts=False), waiting)
+        sql = self._select(kind, tier, ("ts",), every_series=False)
+        stored = await self._db.fetchall(sql, {"series": series_id, "start": int(since)})
+        return _merged(_sorted(stored), waiting)
 
-    async def point_texts(
-        self, kind: Kind, series_id: int, tier: int, since: float
-    ) -> list[tuple[int, bytes]]:
-        """The same points as `points`, each as (ts, its JSON as the API sends it)."""
+    async def point_run(self, kind: Kind, series_id: int, tier: int, since: float) -> Run:
+        """The same points as `points`, as one run of their JSON as the API sends it."""
         waiting = self._waiting(kind, series_id, tier, int(since))  # first: see _waiting
-        stored = await self._stored(kind, series_id, tier, since, texts=True)
+        sql = self._run_select(kind, tier)
+        parts = await self._db.fetchall(sql, {"series": series_id, "start": int(since)})
         built = await self._built(kind.columns, kind.stored_look, list(waiting.values()))
-        return _merged(stored, built)
-
-    async def _stored(
-        self, kind: Kind, series_id: int, tier: int, since: float, texts: bool
-    ) -> list[Any]:
-        """The series' committed rows of `tier` from `since` on, oldest first."""
-        sql = self._select(kind, tier, ("ts",), every_series=False, texts=texts)
-        return _sorted(await self._db.fetchall(sql, {"series": series_id, "start": int(since)}))
+        return merged([Run.of_aggregate(*part) for part in parts], built)
 
     async def _built(
         self, columns: Sequence[str], look: str, waiting: Sequence[tuple[Any, ...]]
@@ -654,9 +656,9 @@ class MetricsStore:
                     found[ts] = (ts, *(kind.widen(stored) if tier == RAW else stored[1]))
         return found
 
-    async def device_points(self, series_id: int, since: float) -> list[tuple[int, bytes]]:
-        """The device's states from `since` on, oldest first, each as (ms, its point as the
-        API sends it: `device_point`)."""
+    async def device_points(self, series_id: int, since: float) -> Run:
+        """The device's states from `since` on, oldest first, stamped in ms, each as its point
+        as the API sends it (`device_point`)."""
         since_ms = int(since * 1000)
         waiting = [  # first: see _waiting
             (ts_ms, state)
@@ -665,14 +667,9 @@ class MetricsStore:
             for (row_series, ts_ms), state in batch.devices.items()
             if row_series == series_id and ts_ms >= since_ms
         ]
-        stored = await self._db.fetchall(
-            "SELECT ts_ms, point FROM device_states WHERE series_id = :series AND ts_ms >= :ms "
-            "UNION ALL "
-            "SELECT ts_ms, point FROM device_log WHERE ts_ms >= :ms AND series_id = :series",
-            {"series": series_id, "ms": since_ms},
-        )
+        parts = await self._db.fetchall(_DEVICE_RUNS, {"series": series_id, "ms": since_ms})
         built = await self._built(("state",), _WAITING_DEVICE_POINT, waiting)
-        return _merged(_sorted(stored), built)
+        return merged([Run.of_aggregate(*part) for part in parts], built)
 
     async def last_device_states(self) -> dict[str, Any]:
         """Each topic's newest stored state, to compare the next message with after a restart."""
@@ -715,36 +712,55 @@ class MetricsStore:
         raw, recent = self._pairs[kind]
         return raw if tier == RAW else recent
 
-    def _select(
-        self, kind: Kind, tier: int, lead: Sequence[str], every_series: bool, texts: bool = False
-    ) -> str:
-        """SQL reading `kind`'s `tier` rows as (*lead, *columns), or as (*lead, JSON) with
-        `texts`, from the archive and the pair of tables that takes that tier: of every series
-        of :kind in [:start, :end), or of :series from :start on."""
-        key = (kind.name, tier, tuple(lead), every_series, texts)
+    def _select(self, kind: Kind, tier: int, lead: Sequence[str], every_series: bool) -> str:
+        """SQL reading `kind`'s `tier` rows as (*lead, *columns), from the archive and the
+        pair of tables that takes that tier: of every series of :kind in [:start, :end), or
+        of :series from :start on."""
+        key = (kind.name, tier, tuple(lead), every_series)
         if key not in self._selects:
-            self._selects[key] = self._build_select(kind, tier, lead, every_series, texts)
+            self._selects[key] = self._build_select(kind, tier, lead, every_series)
         return self._selects[key]
 
-    def _build_select(
-        self, kind: Kind, tier: int, lead: Sequence[str], every_series: bool, texts: bool
-    ) -> str:
-        project = kind.look if texts else kind.figures_sql
+    def _build_select(self, kind: Kind, tier: int, lead: Sequence[str], every_series: bool) -> str:
         if every_series:
             series = "series_id IN (SELECT id FROM series WHERE kind = :kind)"
             condition = "ts >= :start AND ts < :end"
-            recent = self._pair(kind.name, tier).select(lead, tier, condition, project)
+            recent = self._pair(kind.name, tier).select(lead, tier, condition, kind.figures_sql)
         else:
             series, condition = "series_id = :series", "ts >= :start"
             recent = self._pair(kind.name, tier).select(
-                lead, tier, f"{condition} AND {series}", project
+                lead, tier, f"{condition} AND {series}", kind.figures_sql
             )
-        archived = kind.kept_look if texts else project(False)
         archive = (
-            f"SELECT {', '.join(lead)}, {archived} FROM {kind.table} "
+            f"SELECT {', '.join(lead)}, {kind.figures_sql(False)} FROM {kind.table} "
             f"WHERE {series} AND tier = {tier} AND {condition}"
         )
         return f"{archive} UNION ALL {recent}"
+
+    def _run_select(self, kind: Kind, tier: int) -> str:
+        """SQL reading the `tier` points of :series from :start on as one run (RUN_COLUMNS)
+        per table: the archive's kept points, and the pair's built anew. Those are built in
+        a subquery SQLite runs as such (`LIMIT -1`), not merged into the aggregate, which
+        would build each point once per use."""
+        key = (kind.name, tier, "run")
+        if key not in self._selects:
+            pair = self._pair(kind.name, tier)
+            condition = "ts >= :start AND series_id = :series"
+            built = [
+                pair.select_from(
+                    name, ("ts",), tier, condition, lambda raw: f"{kind.look(raw)} AS p"
+                )
+                for name in pair.names
+            ]
+            archive = (
+                f"SELECT ts, {kind.kept_look} AS p FROM {kind.table} "
+                f"WHERE series_id = :series AND tier = {tier} AND ts >= :start"
+            )
+            self._selects[key] = " UNION ALL ".join(
+                [f"SELECT {RUN_COLUMNS} FROM ({archive})"]
+                + [f"SELECT {RUN_COLUMNS} FROM ({select} LIMIT -1)" for select in built]
+            )
+        return self._selects[key]
 
 
 def _sorted(rows: list[Any]) -> list[Any]:
