@@ -739,26 +739,28 @@ class MetricsStore:
 
     def _run_select(self, kind: Kind, tier: int) -> str:
         """SQL reading the `tier` points of :series from :start on as one run (RUN_COLUMNS)
-        per table: the archive's kept points, and the pair's built anew. Those are built in
-        a subquery SQLite runs as such (`LIMIT -1`), not merged into the aggregate, which
-        would build each point once per use."""
+        per table. Points the archive keeps (KEPT_TIERS) are read straight into the
+        aggregate; those built now are built in a subquery SQLite runs as such (`LIMIT -1`):
+        merged into the aggregate, each would be built once per use."""
         key = (kind.name, tier, "run")
         if key not in self._selects:
             pair = self._pair(kind.name, tier)
             condition = "ts >= :start AND series_id = :series"
-            built = [
-                pair.select_from(
-                    name, ("ts",), tier, condition, lambda raw: f"{kind.look(raw)} AS p"
-                )
-                for name in pair.names
-            ]
             archive = (
                 f"SELECT ts, {kind.kept_look} AS p FROM {kind.table} "
                 f"WHERE series_id = :series AND tier = {tier} AND ts >= :start"
             )
+            built = [
+                pair.select_from(
+                    name, ("ts",), tier, condition, lambda raw: f"{kind.look(raw)} AS p"
+                )
+                + " LIMIT -1"
+                for name in pair.names
+            ]
+            if tier not in KEPT_TIERS:
+                archive += " LIMIT -1"
             self._selects[key] = " UNION ALL ".join(
-                [f"SELECT {RUN_COLUMNS} FROM ({archive})"]
-                + [f"SELECT {RUN_COLUMNS} FROM ({select} LIMIT -1)" for select in built]
+                f"SELECT {RUN_COLUMNS} FROM ({select})" for select in (archive, *built)
             )
         return self._selects[key]
 
