@@ -155,8 +155,8 @@ def path_segments(name: str) -> str:
 class SingleFlight:
     """Runs one call per key at a time; concurrent callers with the same key share its result.
 
-    The first caller runs the call itself, in its own task: a separate task per call cost
-    every request tens of microseconds, and calls rarely overlap. Those arriving meanwhile
+    The first caller runs the call itself, in its own task: a task per call, to be shared,
+    cost every request tens of microseconds, and calls rarely overlap. Those arriving meanwhile
     wait for its outcome. If the first caller is cancelled (a closed tab), its call goes with
     it and one of those still waiting runs it anew: nobody is left without an answer, and
     nobody joins a call that was started for callers who are gone.

@@ -3,7 +3,7 @@
 A year of a series is 8,760 to 13,000 points. Handed to Python as a row each, they took
 SQLite's `sqlite3` module about 0.5 µs a row, most of a cold year's answer; SQLite itself
 joins them in a fraction of that. So the store asks SQLite for each table's points as one
-aggregate row: their stamps and lengths as JSON arrays, and their texts joined by commas.
+aggregate row: their stamps and sizes as JSON arrays, and their texts joined by commas.
 """
 
 from __future__ import annotations
