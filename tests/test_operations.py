@@ -264,6 +264,7 @@ def test_lines_logged_close_together_are_written_in_one_wake_up(
     while "first" not in log.read_text() and time.monotonic() < deadline:
         time.sleep(0.005)
     assert time.monotonic() < deadline, "a line after a quiet spell waited"
+    time.sleep(0.05)  # the thread is past the line, into its linger
     for number in range(3):
         logger.info("then %d", number)
     time.sleep(0.05)
