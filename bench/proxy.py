@@ -23,7 +23,7 @@ Each round measures 300 sequential requests per target (c=1), interleaved: one r
 each target in turn, the order rotated, so that every target meets the same moments of the
 machine's noise. Then, target by target, 2000 requests over 16 tasks (c=16), asking the lab
 how many upstream requests each cost (the backend coalesces identical concurrent GETs). All
-on keep-alive connections. Medians over the rounds are reported. A last
+on keep-alive connections. Medians over the rounds are reported (failed requests summed). A last
 check slows the simulated NAS by 0.3 s and fires 100 identical GETs at the backend at once:
 they should cost the NAS exactly one request.
 """
@@ -270,6 +270,18 @@ def latency_figures(latencies: list[float], failures: int) -> dict:
     }
 
 
+async def timed_get(client: httpx2.AsyncClient, url: str) -> tuple[float, bool]:
+    """One GET: its latency in ms, and whether it answered 200. A connection the server
+    dropped as the request went out (an idle keep-alive closed: uvicorn's last 5 s) counts
+    as a failure, and the run goes on."""
+    started = time.perf_counter()
+    try:
+        ok = (await client.get(url)).status_code == 200
+    except httpx2.TransportError:
+        ok = False
+    return (time.perf_counter() - started) * 1000, ok
+
+
 async def measure_interleaved(
     clients: dict[str, httpx2.AsyncClient], urls: dict[str, str], total: int
 ) -> dict[str, dict]:
@@ -281,10 +293,9 @@ async def measure_interleaved(
     for index in range(total):
         shift = index % len(names)
         for name in names[shift:] + names[:shift]:
-            started = time.perf_counter()
-            response = await clients[name].get(urls[name])
-            latencies[name].append((time.perf_counter() - started) * 1000)
-            failures[name] += response.status_code != 200
+            latency, ok = await timed_get(clients[name], urls[name])
+            latencies[name].append(latency)
+            failures[name] += not ok
     return {name: latency_figures(latencies[name], failures[name]) for name in names}
 
 
@@ -296,11 +307,9 @@ async def measure(client: httpx2.AsyncClient, url: str, total: int, concurrency:
     async def worker(count: int) -> None:
         nonlocal failures
         for _ in range(count):
-            started = time.perf_counter()
-            response = await client.get(url)
-            latencies.append((time.perf_counter() - started) * 1000)
-            if response.status_code != 200:
-                failures += 1
+            latency, ok = await timed_get(client, url)
+            latencies.append(latency)
+            failures += not ok
 
     shares = [total // concurrency + (i < total % concurrency) for i in range(concurrency)]
     started = time.perf_counter()
@@ -379,7 +388,10 @@ def summarise(rounds: list[dict]) -> dict:
         for label, phase in rounds[0][name].items():
             for key in phase:
                 values = [r[name][label][key] for r in rounds]
-                figures[f"{label}_{key}"] = round(statistics.median(values), 3)
+                # Failures are counted over all rounds: a median would hide a lone one.
+                figures[f"{label}_{key}"] = (
+                    sum(values) if key == "failures" else round(statistics.median(values), 3)
+                )
         summary[name] = figures
     return summary
 
@@ -442,6 +454,13 @@ def report(summary: dict, derived: dict, coalescing: dict, nginx_note: str) -> N
             f"{s['c16_p99_ms']:>10.2f}{s['c16_req_per_s']:>9.0f}"
             f"{s['c16_upstream_requests']:>9.0f}/{C16_REQUESTS:<5}"
         )
+    failed = {
+        name: (figures["c1_failures"], figures["c16_failures"])
+        for name, figures in summary.items()
+        if figures["c1_failures"] or figures["c16_failures"]
+    }
+    if failed:
+        print(f"failed requests (c=1, c=16; all rounds): {failed}")
     ok = derived["targets"]
     print()
     print(
