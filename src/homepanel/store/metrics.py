@@ -39,7 +39,7 @@ from typing import Any
 import aiosqlite
 
 from homepanel.store.db import Database
-from homepanel.store.runs import RUN_COLUMNS, Run, merged
+from homepanel.store.runs import RUN_COLUMNS, Run, merged, merged_rows
 from homepanel.store.schema import device_point
 
 RAW, MINUTE, FIVE_MIN, THIRTY_MIN, HOUR = 0, 60, 300, 1800, 3600
@@ -619,7 +619,7 @@ class MetricsStore:
         waiting = self._waiting(kind, series_id, tier, int(since))  # first: see _waiting
         sql = self._select(kind, tier, ("ts",), every_series=False)
         stored = await self._db.fetchall(sql, {"series": series_id, "start": int(since)})
-        return _merged(_sorted(stored), waiting)
+        return merged_rows(_sorted(stored), waiting)
 
     async def point_run(self, kind: Kind, series_id: int, tier: int, since: float) -> Run:
         """The same points as `points`, as one run of their JSON as the API sends it."""
@@ -771,17 +771,6 @@ def _sorted(rows: list[Any]) -> list[Any]:
     Python's sort takes to join runs already in order."""
     rows.sort(key=_FIRST)
     return rows
-
-
-def _merged(stored: list[Any], waiting: Mapping[int, Any]) -> list[Any]:
-    """Stored rows and waiting ones, each keyed by its first value, oldest first; a waiting
-    row replaces a stored one with the same key (a retried sample)."""
-    if not waiting:
-        return stored
-    if stored and min(waiting) <= stored[-1][0]:
-        stored = [row for row in stored if row[0] not in waiting]
-        return sorted([*stored, *waiting.values()])
-    return [*stored, *sorted(waiting.values())]
 
 
 def _expire_sql(table: str, key: str, column: str, condition: str) -> str:

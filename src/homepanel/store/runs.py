@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import accumulate, islice, pairwise
 from operator import lt
+from typing import Any
 
 from pydantic_core import from_json
 
@@ -80,14 +81,25 @@ def merged(stored: Iterable[Run], waiting: Mapping[int, tuple[int, bytes]]) -> R
     stamp, as one run; a waiting point replaces a stored one with its stamp (a retried
     sample)."""
     runs = sorted((run for run in stored if run.stamps), key=lambda run: run.stamps[0])
-    if waiting:
-        runs.append(Run.of_rows(sorted(waiting.values())))
-    if all(run.ordered() for run in runs) and all(
-        before.stamps[-1] < after.stamps[0] for before, after in pairwise(runs)
+    fresh = Run.of_rows(sorted(waiting.values()))
+    in_turn = [*runs, fresh] if fresh.stamps else runs
+    if all(run.ordered() for run in in_turn) and all(
+        before.stamps[-1] < after.stamps[0] for before, after in pairwise(in_turn)
     ):
-        return joined(runs)
-    by_stamp = {stamp: (stamp, text) for run in runs for stamp, text in run.rows()}
-    return Run.of_rows(sorted(by_stamp.values()))
+        return joined(in_turn)
+    rows = sorted(row for run in runs for row in run.rows())
+    return Run.of_rows(merged_rows(rows, waiting))
+
+
+def merged_rows(stored: list[Any], waiting: Mapping[int, Any]) -> list[Any]:
+    """Stored rows, in order, and waiting ones, each keyed by its first value, oldest first;
+    a waiting row replaces a stored one with the same key (a retried sample)."""
+    if not waiting:
+        return stored
+    if stored and min(waiting) <= stored[-1][0]:
+        stored = [row for row in stored if row[0] not in waiting]
+        return sorted([*stored, *waiting.values()])
+    return [*stored, *sorted(waiting.values())]
 
 
 def joined(runs: Sequence[Run]) -> Run:
